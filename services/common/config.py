@@ -1,0 +1,94 @@
+"""Configuration from `SITENET_*` environment variables, loaded at start-up only."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceName(StrEnum):
+    SITE_REGISTRY = "site-registry"
+    STARTUP_TRACKER = "startup-tracker"
+    NOTIFICATIONS = "notifications"
+
+
+class Settings(BaseSettings):
+    """Every setting of every service; each process reads the ones it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="SITENET_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="SQLite databases, JWT key, broker state")
+    host: str = Field("127.0.0.1", description="Address the services and embedded broker bind")
+    registry_port: int = 50051
+    tracker_port: int = 50052
+    notifications_port: int = 50053
+    broker_port: int = Field(9092, description="Port of the embedded broker")
+    kafka_bootstrap: str | None = Field(
+        None, description="External Kafka bootstrap servers; unset runs the embedded broker"
+    )
+    topic_prefix: str = Field("", description="Prefix for topic names and consumer groups")
+    registry_database_url: str | None = None
+    tracker_database_url: str | None = None
+    notifications_database_url: str | None = None
+    jwt_secret: str | None = Field(
+        None, description="HS256 key; unset uses (and creates) <data_dir>/jwt-secret"
+    )
+    jwt_issuer: str = "sitenet"
+    jwt_audience: str = "sitenet"
+    kafka_session_timeout_s: float = Field(
+        3.0, description="Consumer group session timeout; group join takes about half of it"
+    )
+    kafka_fetch_max_wait_ms: int = Field(20, description="Consumer fetch wait; sets latency")
+    relay_poll_interval_s: float = Field(0.5, description="Outbox relay poll when not woken")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.broker_port}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def port(self, service: ServiceName) -> int:
+        return {
+            ServiceName.SITE_REGISTRY: self.registry_port,
+            ServiceName.STARTUP_TRACKER: self.tracker_port,
+            ServiceName.NOTIFICATIONS: self.notifications_port,
+        }[service]
+
+    def address(self, service: ServiceName) -> str:
+        return f"{self.host}:{self.port(service)}"
+
+    def database_url(self, service: ServiceName) -> str:
+        explicit = {
+            ServiceName.SITE_REGISTRY: self.registry_database_url,
+            ServiceName.STARTUP_TRACKER: self.tracker_database_url,
+            ServiceName.NOTIFICATIONS: self.notifications_database_url,
+        }[service]
+        if explicit:
+            return explicit
+        path = self.data_dir.resolve() / f"{service.value.replace('-', '_')}.db"
+        return f"sqlite+aiosqlite:///{path}"
+
+    def signing_secret(self) -> str:
+        """The HS256 key: configured, or kept in the data directory so the CLI and services agree."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def consumer_group(self, service: ServiceName) -> str:
+        return f"{self.topic_prefix}sitenet.{service.value}"

@@ -1,0 +1,20 @@
+"""Shared pieces of each service's Alembic scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import op
+
+
+def create_baseline(metadata: Any) -> None:
+    """Baseline revision: the schema as declared in the service's `tables.py`.
+
+    Until the first release the baseline is the current schema; from then on,
+    every schema change is a new revision that alters it.
+    """
+    metadata.create_all(op.get_bind())
+
+
+def drop_baseline(metadata: Any) -> None:
+    metadata.drop_all(op.get_bind())

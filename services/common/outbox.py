@@ -1,0 +1,272 @@
+"""Transactional outbox: an event commits in the same transaction as the change
+that caused it, and a relay publishes it to Kafka afterwards, retrying until the
+broker has it. A broker that is down, slow or restarted loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common.events import Envelope
+
+log = structlog.get_logger(__name__)
+
+
+def add_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and the relay lease, in a service's own schema."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("event_id", String(64), nullable=False, unique=True),
+        Column("topic", String(255), nullable=False),
+        Column("key", String(255), nullable=False),
+        Column("ce_type", String(255), nullable=False),
+        Column("ce_source", String(255), nullable=False),
+        Column("ce_subject", String(512), nullable=False),
+        Column("ce_time", DateTime(timezone=True), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True, index=True),
+        Column("attempts", Integer, nullable=False, default=0),
+    )
+    lease = Table(
+        "outbox_relay_lease",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("holder", String(255), nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+    )
+    return outbox, lease
+
+
+async def write(connection: AsyncConnection, outbox: Table, events: Sequence[Envelope]) -> None:
+    """Add events to the outbox inside the caller's transaction."""
+    if not events:
+        return
+    await connection.execute(
+        outbox.insert(),
+        [
+            {
+                "event_id": e.id,
+                "topic": e.topic,
+                "key": e.key,
+                "ce_type": e.type,
+                "ce_source": e.source,
+                "ce_subject": e.subject,
+                "ce_time": e.time,
+                "payload": e.data,
+                "attempts": 0,
+            }
+            for e in events
+        ],
+    )
+
+
+class Publisher(Protocol):
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        """Return only once the broker has acknowledged every event (acks=all)."""
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order, then marks them published.
+
+    One relay publishes at a time per database: on PostgreSQL rows are claimed
+    with `FOR UPDATE SKIP LOCKED`; on SQLite, where that clause is silently
+    dropped, a lease row elects the publisher. Publishing is at-least-once (a
+    crash between the broker's ack and the mark re-sends a batch); consumers
+    dedupe on the event id.
+    """
+
+    LEASE_S = 10.0
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox: Table,
+        lease: Table,
+        publisher: Publisher,
+        *,
+        poll_interval_s: float = 0.5,
+        batch_size: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._lease = lease
+        self._publisher = publisher
+        self._poll_interval_s = poll_interval_s
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._task: asyncio.Task[None] | None = None
+        self.published_total = 0
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events, so they go out without waiting for a poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        """Flush what is committed (briefly), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.drain(), timeout=5)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def drain(self) -> None:
+        while await self.relay_once() > 0:
+            pass
+
+    async def backlog(self) -> int:
+        from sqlalchemy import func
+
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count()).select_from(self._outbox).where(
+                    self._outbox.c.published_at.is_(None)
+                )
+            )
+            return int(result.scalar_one())
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                sent = await self.relay_once()
+                backoff = 0.2
+                if sent:
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker or database down: keep the rows, retry later
+                log.warning("outbox relay failed; will retry", error=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+            self._wake.clear()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; return how many events went out."""
+        if self._sqlite:
+            return await self._relay_with_lease()
+        return await self._relay_skip_locked()
+
+    async def _relay_skip_locked(self) -> int:
+        o = self._outbox
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(o)
+                    .where(o.c.published_at.is_(None))
+                    .order_by(o.c.seq)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await self._publish_and_mark(conn, rows)
+            return len(rows)
+
+    async def _relay_with_lease(self) -> int:
+        if not await self._take_lease():
+            return 0
+        o = self._outbox
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(o)
+                    .where(o.c.published_at.is_(None))
+                    .order_by(o.c.seq)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await conn.rollback()
+        if not rows:
+            return 0
+        async with self._engine.begin() as conn:
+            await self._publish_and_mark(conn, rows)
+        return len(rows)
+
+    async def _take_lease(self) -> bool:
+        now = datetime.now(UTC)
+        lease = self._lease
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sqlite_insert(lease)
+                .values(id=1, holder=self._holder, expires_at=now)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            result = await conn.execute(
+                update(lease)
+                .where(
+                    and_(
+                        lease.c.id == 1,
+                        or_(lease.c.holder == self._holder, lease.c.expires_at < now),
+                    )
+                )
+                .values(holder=self._holder, expires_at=now + timedelta(seconds=self.LEASE_S))
+            )
+            return bool(result.rowcount)
+
+    async def _publish_and_mark(self, conn: AsyncConnection, rows: Sequence[object]) -> None:
+        o = self._outbox
+        events = [
+            Envelope(
+                id=r.event_id,  # type: ignore[attr-defined]
+                type=r.ce_type,  # type: ignore[attr-defined]
+                source=r.ce_source,  # type: ignore[attr-defined]
+                subject=r.ce_subject,  # type: ignore[attr-defined]
+                time=_utc(r.ce_time),  # type: ignore[attr-defined]
+                topic=r.topic,  # type: ignore[attr-defined]
+                key=r.key,  # type: ignore[attr-defined]
+                data=r.payload,  # type: ignore[attr-defined]
+            )
+            for r in rows
+        ]
+        await self._publisher.publish(events)
+        seqs = [r.seq for r in rows]  # type: ignore[attr-defined]
+        await conn.execute(
+            update(o).where(o.c.seq.in_(seqs)).values(
+                published_at=datetime.now(UTC), attempts=o.c.attempts + 1
+            )
+        )
+        self.published_total += len(events)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

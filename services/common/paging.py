@@ -1,0 +1,53 @@
+"""AIP-158 pagination: page sizes and opaque, tamper-evident page tokens.
+
+Pages are keyed by the last resource name returned (keyset pagination), so a
+page stays correct while resources are being added.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from services.common.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def _fingerprint(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()[:16]
+
+
+def encode_token(after: str, query: str = "") -> str:
+    """A token that resumes after `after`; bound to the query (filter, parent) it came from."""
+    raw = json.dumps({"a": after, "q": _fingerprint(query)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, query: str = "") -> str | None:
+    """The key to resume after, or None for the first page."""
+    if not token:
+        return None
+    bad = InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad from exc
+    if not isinstance(data, dict) or not isinstance(data.get("a"), str):
+        raise bad
+    if data.get("q") != _fingerprint(query):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "belongs to a different query (filter or parent)")]
+        )
+    return str(data["a"])

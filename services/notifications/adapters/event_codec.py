@@ -1,0 +1,58 @@
+"""Reading sitenet events into the plain facts notifications are made of."""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError, Message
+
+from services.common.stream import PoisonEvent
+from services.notifications.domain.model import EventFacts
+from sitenet.events.v1 import events_pb2
+
+EVENT_TYPES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (events_pb2.SiteRegistered, events_pb2.SiteUpdated, events_pb2.StudyCreated,
+                events_pb2.StudySiteAdded, events_pb2.MilestoneRecorded)
+}
+
+
+def decode(ce_type: str, data: bytes) -> Message | None:
+    """The event message, or None for a type this service does not know (skipped)."""
+    cls = EVENT_TYPES.get(ce_type)
+    if cls is None:
+        return None
+    try:
+        return cls.FromString(data)
+    except DecodeError as exc:
+        raise PoisonEvent(f"cannot decode {ce_type}: {exc}") from exc
+
+
+def _study_site_facts(ce_type: str, ref: events_pb2.StudySiteRef, **more: object) -> EventFacts:
+    return EventFacts(
+        event_type=ce_type, study=ref.study, site=ref.site, sponsor_org=ref.sponsor_org,
+        country_code=ref.country_code, region_code=ref.region_code,
+        protocol_number=ref.protocol_number, site_name_en=ref.site_display_name_en,
+        site_name_ko=ref.site_display_name_ko, **more)  # type: ignore[arg-type]
+
+
+def facts_of(ce_type: str, message: Message) -> EventFacts:
+    if isinstance(message, (events_pb2.SiteRegistered, events_pb2.SiteUpdated)):
+        s = message.site
+        details = {}
+        if isinstance(message, events_pb2.SiteUpdated):
+            details["changed_fields"] = ", ".join(message.changed_fields)
+        return EventFacts(event_type=ce_type, site=s.name, country_code=s.country_code,
+                          region_code=s.region_code, site_name_en=s.display_name_en,
+                          site_name_ko=s.display_name_ko, status=s.status, details=details)
+    if isinstance(message, events_pb2.StudyCreated):
+        st = message.study
+        return EventFacts(event_type=ce_type, study=st.name, sponsor_org=st.sponsor_org,
+                          protocol_number=st.protocol_number)
+    if isinstance(message, events_pb2.StudySiteAdded):
+        return _study_site_facts(ce_type, message.study_site)
+    if isinstance(message, events_pb2.MilestoneRecorded):
+        after = message.after
+        return _study_site_facts(
+            ce_type, message.study_site, milestone_en=after.display_name,
+            milestone_ko=after.display_name_ko, status=after.status,
+            startup_day=message.startup_day)
+    raise PoisonEvent(f"no facts for {ce_type}")

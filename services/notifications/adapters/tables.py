@@ -1,0 +1,71 @@
+"""The notification service's own database schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from services.common.inbox import add_inbox_table
+from services.common.outbox import add_outbox_tables
+from services.common.unit_of_work import add_request_log_table
+
+metadata = MetaData()
+
+Seq = BigInteger().with_variant(Integer, "sqlite")
+
+# Every event the service has consumed, once, in the order it was appended; the
+# position is the cursor streams resume from.
+notification_log = Table(
+    "notification_log",
+    metadata,
+    Column("cursor", Seq, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(255), nullable=False, index=True),
+    Column("subject", String(512), nullable=False),
+    Column("study", String(80), nullable=False, index=True),
+    Column("site", String(80), nullable=False, index=True),
+    Column("sponsor_org", String(63), nullable=False),
+    Column("country_code", String(2), nullable=False),
+    Column("region_code", String(6), nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("text_en", Text, nullable=False),
+    Column("text_ko", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscription_id", String(63), primary_key=True),
+    Column("owner_subject", String(255), nullable=False, index=True),
+    Column("owner_role", String(16), nullable=False),
+    Column("owner_org", String(63), nullable=True),
+    Column("owner_sites", Text, nullable=False),  # JSON array
+    Column("filter", Text, nullable=False),  # JSON of NotificationFilter
+    Column("channel", String(16), nullable=False),
+    Column("webhook_url", String(2000), nullable=True),
+    Column("webhook_secret", String(256), nullable=True),
+    Column("display_name", String(200), nullable=False),
+    Column("start_cursor", Seq, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+)
+
+study_directory = Table(
+    "study_directory",
+    metadata,
+    Column("study", String(80), primary_key=True),
+    Column("sponsor_org", String(63), nullable=False),
+)
+
+outbox, outbox_relay_lease = add_outbox_tables(metadata)
+inbox = add_inbox_table(metadata)
+request_log = add_request_log_table(metadata)

@@ -1,0 +1,40 @@
+"""Short human texts, in English and Korean, for each kind of event."""
+
+from __future__ import annotations
+
+from services.notifications.domain.model import EventFacts
+
+_STATUS_EN = {"PLANNED": "planned", "IN_PROGRESS": "in progress", "DONE": "done",
+              "NOT_APPLICABLE": "not applicable",
+              "APPROVED_WITH_CONDITIONS": "approved with conditions", "REJECTED": "rejected"}
+_STATUS_KO = {"PLANNED": "계획됨", "IN_PROGRESS": "진행 중", "DONE": "완료",
+              "NOT_APPLICABLE": "해당 없음", "APPROVED_WITH_CONDITIONS": "조건부 승인",
+              "REJECTED": "반려"}
+
+
+def render(facts: EventFacts) -> tuple[str, str]:
+    """(English, Korean) one-line text for a notification."""
+    kind = facts.event_type.rsplit(".", 1)[-1]
+    site_en = facts.site_name_en or facts.site
+    site_ko = facts.site_name_ko or site_en
+    study = facts.protocol_number or facts.study
+    if kind == "MilestoneRecorded":
+        status_en = _STATUS_EN.get(facts.status, facts.status.lower())
+        status_ko = _STATUS_KO.get(facts.status, facts.status)
+        day_en = f" on day {facts.startup_day} of start-up" if facts.startup_day > 0 else ""
+        day_ko = f" (스타트업 {facts.startup_day}일차)" if facts.startup_day > 0 else ""
+        return (
+            f"{site_en}: {facts.milestone_en} {status_en}{day_en} ({study})",
+            f"{site_ko}: {facts.milestone_ko or facts.milestone_en} {status_ko}{day_ko} ({study})",
+        )
+    if kind == "StudySiteAdded":
+        return (f"{site_en} joined study {study}", f"{site_ko}, 임상시험 {study}에 참여")
+    if kind == "StudyCreated":
+        return (f"Study {study} created", f"임상시험 {study} 등록")
+    if kind == "SiteRegistered":
+        return (f"Site {site_en} registered", f"실시기관 {site_ko} 등록")
+    if kind == "SiteUpdated":
+        changed = facts.details.get("changed_fields", "")
+        suffix = f": {changed}" if changed else ""
+        return (f"Site {site_en} updated{suffix}", f"실시기관 {site_ko} 정보 변경{suffix}")
+    return (f"{kind} {facts.study or facts.site}", f"{kind} {facts.study or facts.site}")

@@ -1,0 +1,126 @@
+"""Notifications, subscriptions and their filters. Pure: stdlib and pydantic only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from services.common.identity import Principal, Role
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+MAX_FILTER_VALUES = 100
+
+
+def _names(values: tuple[str, ...], collection: str) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        head, _, tail = value.partition("/")
+        if head != collection or not NAME.match(tail):
+            raise ValueError(f"{value!r} is not a resource name like '{collection}/<id>'")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
+class NotificationFilter(BaseModel):
+    """Empty lists match everything the reader may see; lists AND together, values OR."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    studies: tuple[str, ...] = Field(default=(), max_length=MAX_FILTER_VALUES)
+    sites: tuple[str, ...] = Field(default=(), max_length=MAX_FILTER_VALUES)
+    country_codes: tuple[Annotated[str, StringConstraints(to_upper=True,
+                                                          pattern=r"^[A-Za-z]{2}$")], ...] = \
+        Field(default=(), max_length=MAX_FILTER_VALUES)
+    region_codes: tuple[Annotated[str, StringConstraints(
+        to_upper=True, pattern=r"^[A-Za-z]{2}-[A-Za-z0-9]{1,3}$")], ...] = \
+        Field(default=(), max_length=MAX_FILTER_VALUES)
+    event_types: tuple[Annotated[str, StringConstraints(
+        pattern=r"^[a-z][a-z0-9_.]*\.[A-Z][A-Za-z0-9]*$", max_length=200)], ...] = \
+        Field(default=(), max_length=MAX_FILTER_VALUES)
+
+    @field_validator("studies")
+    @classmethod
+    def _studies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _names(value, "studies")
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _names(value, "sites")
+
+
+class WebhookTarget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: Annotated[str, StringConstraints(max_length=2000,
+                                          pattern=r"^(https://|http://(127\.0\.0\.1|localhost|\[::1\])[:/])")]
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    owner: Principal
+    filter: NotificationFilter
+    channel: Literal["stream", "webhook"]
+    webhook: WebhookTarget | None
+    display_name: str
+    start_cursor: int  # notifications after this position belong to the subscription
+    create_time: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return f"subscriptions/{self.subscription_id}"
+
+    def owned_by(self, principal: Principal) -> bool:
+        return principal.is_admin or principal.subject == self.owner.subject
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event as the notification log keeps it; `cursor` is its position in the log."""
+
+    event_id: str
+    event_type: str
+    subject: str
+    event_time: dt.datetime
+    text_en: str
+    text_ko: str
+    payload: bytes
+    study: str = ""
+    site: str = ""
+    sponsor_org: str = ""
+    country_code: str = ""
+    region_code: str = ""
+    cursor: int = 0
+
+    def visible_to(self, principal: Principal) -> bool:
+        if principal.role in (Role.ADMIN, Role.OPS):
+            return True
+        if principal.role is Role.SPONSOR:
+            return not self.sponsor_org or self.sponsor_org == principal.org
+        return bool(self.site) and self.site.removeprefix("sites/") in principal.sites
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What an event says, in plain values, for routing and for the human text."""
+
+    event_type: str
+    study: str = ""
+    site: str = ""
+    sponsor_org: str = ""
+    country_code: str = ""
+    region_code: str = ""
+    protocol_number: str = ""
+    site_name_en: str = ""
+    site_name_ko: str = ""
+    milestone_en: str = ""
+    milestone_ko: str = ""
+    status: str = ""
+    startup_day: int = 0
+    details: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,37 @@
+"""The registry's own database schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+
+from services.common.inbox import add_inbox_table
+from services.common.outbox import add_outbox_tables
+from services.common.unit_of_work import add_request_log_table
+
+metadata = MetaData()
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("site_id", String(63), primary_key=True),
+    Column("display_name_en", String(200), nullable=False),
+    Column("display_name_ko", String(200), nullable=False),
+    Column("institution", String(200), nullable=False),
+    Column("institution_key", String(260), nullable=False, unique=True),
+    Column("country_code", String(2), nullable=False, index=True),
+    Column("region_code", String(6), nullable=False, index=True),
+    Column("city", String(200), nullable=False),
+    Column("irb_of_record", String(200), nullable=False),
+    Column("therapeutic_areas", Text, nullable=False),  # JSON array of strings
+    Column("capabilities", Text, nullable=False),  # JSON array of strings
+    Column("time_zone", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("search_text", Text, nullable=False),  # case-folded names, for free-text filters
+    Column("version", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+)
+
+outbox, outbox_relay_lease = add_outbox_tables(metadata)
+inbox = add_inbox_table(metadata)
+request_log = add_request_log_table(metadata)

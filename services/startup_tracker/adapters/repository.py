@@ -1,0 +1,221 @@
+"""Studies, study-sites, milestones and the site replica in SQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.filtering import Node
+from services.common.sql_filter import FilterField, to_sql
+from services.startup_tracker.adapters.tables import (
+    milestone_history,
+    milestones,
+    sites_replica,
+    studies,
+    study_sites,
+)
+from services.startup_tracker.domain.model import (
+    MilestoneRecord,
+    MilestoneStatus,
+    Phase,
+    SiteReplica,
+    Study,
+    StudyDetails,
+    StudySite,
+)
+
+STUDY_FILTERS = {
+    "sponsor_org": FilterField(studies.c.sponsor_org),
+    "phase": FilterField(studies.c.phase, normalise=str.upper),
+    "therapeutic_area": FilterField(studies.c.therapeutic_area),
+    "protocol_number": FilterField(studies.c.protocol_number),
+    "country_codes": FilterField(studies.c.country_codes, kind="list", normalise=str.upper),
+}
+
+STUDY_SITE_FILTERS = {
+    "country_code": FilterField(study_sites.c.country_code, normalise=str.upper),
+    "region_code": FilterField(study_sites.c.region_code, normalise=str.upper),
+    "current_milestone": FilterField(study_sites.c.current_milestone),
+    "site": FilterField(study_sites.c.site_id, normalise=lambda v: v.removeprefix("sites/")),
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _study(row: Any) -> Study:
+    details = StudyDetails.model_construct(
+        protocol_number=row.protocol_number, title=row.title, sponsor_org=row.sponsor_org,
+        phase=Phase(row.phase), therapeutic_area=row.therapeutic_area,
+        country_codes=tuple(json.loads(row.country_codes)))
+    return Study(study_id=row.study_id, details=details, template_key=row.template_key,
+                 version=row.version, create_time=_utc(row.create_time),
+                 update_time=_utc(row.update_time))
+
+
+def _replica(row: Any) -> SiteReplica:
+    return SiteReplica(site_id=row.site_id, display_name_en=row.display_name_en,
+                       display_name_ko=row.display_name_ko, country_code=row.country_code,
+                       region_code=row.region_code, status=row.status,
+                       time_zone=row.time_zone, version=row.version)
+
+
+class SqlStudyRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, study_id: str) -> Study | None:
+        row = (await self._conn.execute(
+            select(studies).where(studies.c.study_id == study_id))).first()
+        return _study(row) if row else None
+
+    async def find_by_protocol(self, sponsor_org: str, protocol_number: str) -> Study | None:
+        row = (await self._conn.execute(select(studies).where(
+            studies.c.sponsor_org == sponsor_org,
+            studies.c.protocol_number == protocol_number))).first()
+        return _study(row) if row else None
+
+    async def add(self, study: Study) -> None:
+        d = study.details
+        await self._conn.execute(studies.insert().values(
+            study_id=study.study_id, protocol_number=d.protocol_number, title=d.title,
+            sponsor_org=d.sponsor_org, phase=d.phase.value, therapeutic_area=d.therapeutic_area,
+            country_codes=json.dumps(list(d.country_codes)), template_key=study.template_key,
+            version=study.version, create_time=study.create_time,
+            update_time=study.update_time))
+
+    async def list(self, after: str | None, limit: int, where: Node | None,
+                   sponsor_org: str | None, site_ids: frozenset[str] | None) -> list[Study]:
+        query = select(studies).where(to_sql(where, STUDY_FILTERS))
+        if sponsor_org is not None:
+            query = query.where(studies.c.sponsor_org == sponsor_org)
+        if site_ids is not None:
+            query = query.where(studies.c.study_id.in_(
+                select(study_sites.c.study_id).where(study_sites.c.site_id.in_(site_ids))))
+        if after is not None:
+            query = query.where(studies.c.study_id > after)
+        rows = (await self._conn.execute(query.order_by(studies.c.study_id).limit(limit))).all()
+        return [_study(r) for r in rows]
+
+
+class SqlStudySiteRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def _load(self, rows: list[Any]) -> list[StudySite]:
+        if not rows:
+            return []
+        keys = [(r.study_id, r.site_id) for r in rows]
+        site_rows = (await self._conn.execute(select(sites_replica).where(
+            sites_replica.c.site_id.in_({k[1] for k in keys})))).all()
+        replicas = {r.site_id: _replica(r) for r in site_rows}
+        milestone_rows = (await self._conn.execute(select(milestones).where(
+            milestones.c.study_id.in_({k[0] for k in keys}),
+            milestones.c.site_id.in_({k[1] for k in keys})))).all()
+        by_site: dict[tuple[str, str], dict[str, MilestoneRecord]] = {}
+        for m in milestone_rows:
+            by_site.setdefault((m.study_id, m.site_id), {})[m.milestone] = MilestoneRecord(
+                key=m.milestone, status=MilestoneStatus(m.status),
+                baseline_date=m.baseline_date, planned_date=m.planned_date,
+                actual_date=m.actual_date, note=m.note, update_time=_utc(m.update_time))
+        return [
+            StudySite(study_id=r.study_id, site=replicas[r.site_id],
+                      milestones=by_site.get((r.study_id, r.site_id), {}),
+                      current=r.current_milestone, version=r.version,
+                      create_time=_utc(r.create_time), update_time=_utc(r.update_time))
+            for r in rows
+        ]
+
+    async def get(self, study_id: str, site_id: str) -> StudySite | None:
+        rows = (await self._conn.execute(select(study_sites).where(
+            study_sites.c.study_id == study_id, study_sites.c.site_id == site_id))).all()
+        loaded = await self._load(list(rows))
+        return loaded[0] if loaded else None
+
+    async def add(self, study_site: StudySite) -> None:
+        await self._conn.execute(study_sites.insert().values(
+            study_id=study_site.study_id, site_id=study_site.site.site_id,
+            country_code=study_site.site.country_code, region_code=study_site.site.region_code,
+            current_milestone="", version=study_site.version,
+            create_time=study_site.create_time, update_time=study_site.update_time))
+
+    async def save(self, study_site: StudySite, expected_version: int) -> bool:
+        key = and_(study_sites.c.study_id == study_site.study_id,
+                   study_sites.c.site_id == study_site.site.site_id)
+        result = await self._conn.execute(
+            update(study_sites).where(key, study_sites.c.version == expected_version).values(
+                version=study_site.version, update_time=study_site.update_time,
+                current_milestone=study_site.current))
+        if not result.rowcount:
+            return False
+        await self._conn.execute(delete(milestones).where(
+            milestones.c.study_id == study_site.study_id,
+            milestones.c.site_id == study_site.site.site_id))
+        records = [m for m in study_site.milestones.values() if m.status is not None]
+        if records:
+            await self._conn.execute(milestones.insert(), [
+                {"study_id": study_site.study_id, "site_id": study_site.site.site_id,
+                 "milestone": m.key, "status": m.status.value,  # type: ignore[union-attr]
+                 "baseline_date": m.baseline_date, "planned_date": m.planned_date,
+                 "actual_date": m.actual_date, "note": m.note,
+                 "update_time": m.update_time or study_site.update_time}
+                for m in records])
+        return True
+
+    async def list(self, study_id: str, after: str | None, limit: int, where: Node | None,
+                   site_ids: frozenset[str] | None) -> list[StudySite]:
+        query = select(study_sites).where(study_sites.c.study_id == study_id,
+                                          to_sql(where, STUDY_SITE_FILTERS))
+        if site_ids is not None:
+            query = query.where(study_sites.c.site_id.in_(site_ids))
+        if after is not None:
+            query = query.where(study_sites.c.site_id > after)
+        rows = (await self._conn.execute(
+            query.order_by(study_sites.c.site_id).limit(limit))).all()
+        return await self._load(list(rows))
+
+
+class SqlSiteReplicaRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, site_id: str) -> SiteReplica | None:
+        row = (await self._conn.execute(
+            select(sites_replica).where(sites_replica.c.site_id == site_id))).first()
+        return _replica(row) if row else None
+
+    async def upsert(self, site: SiteReplica) -> bool:
+        values = {"display_name_en": site.display_name_en,
+                  "display_name_ko": site.display_name_ko, "country_code": site.country_code,
+                  "region_code": site.region_code, "status": site.status,
+                  "time_zone": site.time_zone, "version": site.version}
+        existing = await self.get(site.site_id)
+        if existing is None:
+            await self._conn.execute(sites_replica.insert().values(site_id=site.site_id,
+                                                                   **values))
+            return True
+        if existing.version >= site.version:
+            return False  # an older event arriving late changes nothing
+        await self._conn.execute(update(sites_replica).where(
+            sites_replica.c.site_id == site.site_id).values(**values))
+        await self._conn.execute(update(study_sites).where(
+            study_sites.c.site_id == site.site_id).values(
+                country_code=site.country_code, region_code=site.region_code))
+        return True
+
+
+class SqlMilestoneHistory:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def append(self, study_site: StudySite, key: str, before: dict[str, object],
+                     after: dict[str, object], actor: str, role: str, reason: str) -> None:
+        await self._conn.execute(milestone_history.insert().values(
+            study_id=study_site.study_id, site_id=study_site.site.site_id, milestone=key,
+            before=json.dumps(before), after=json.dumps(after), actor=actor, role=role,
+            reason=reason, record_time=study_site.update_time))

@@ -1,0 +1,72 @@
+"""Wires the start-up tracker: settings in, a runnable service out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common import topics
+from services.common.bootstrap import assemble, outbox_relay
+from services.common.config import ServiceName, Settings
+from services.common.database import create_engine
+from services.common.events import Envelope
+from services.common.lifecycle import ServiceRuntime
+from services.common.outbox import OutboxRelay
+from services.common.rpc.server import RpcServer, ServiceBinding
+from services.common.stream import EventConsumer
+from services.common.tokens import TokenService
+from services.startup_tracker.adapters import tables
+from services.startup_tracker.adapters.event_codec import TrackerEventCodec, site_replica_from
+from services.startup_tracker.adapters.unit_of_work import TrackerSqlUnitOfWork
+from services.startup_tracker.entrypoints.grpc_api import StartupTrackerServicer
+from services.startup_tracker.service_layer.handlers import StartupTrackerService
+from sitenet.startup.v1 import startup_pb2_grpc
+
+SERVICE = ServiceName.STARTUP_TRACKER
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+
+
+@dataclass
+class StartupTrackerApp:
+    runtime: ServiceRuntime
+    server: RpcServer
+    relay: OutboxRelay
+    consumer: EventConsumer
+    service: StartupTrackerService
+
+
+def build(settings: Settings) -> StartupTrackerApp:
+    engine = create_engine(settings.database_url(SERVICE))
+    relay, publisher = outbox_relay(settings, SERVICE, engine, tables.outbox,
+                                    tables.outbox_relay_lease)
+    codec = TrackerEventCodec(settings.topic_prefix)
+    service = StartupTrackerService(
+        lambda: TrackerSqlUnitOfWork(engine, tables.outbox, codec, on_commit=relay.wake))
+
+    async def on_registry_event(envelope: Envelope) -> None:
+        replica = site_replica_from(envelope.type, envelope.data)
+        if replica is not None:
+            await service.apply_site(envelope.id, envelope.type, replica)
+
+    consumer = EventConsumer(
+        group_id=settings.consumer_group(SERVICE),
+        bootstrap=settings.bootstrap_servers,
+        topics=[settings.topic(topics.SITES.name)],
+        handler=on_registry_event,
+        session_timeout_s=settings.kafka_session_timeout_s,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    server = RpcServer(
+        settings.address(SERVICE),
+        [ServiceBinding("sitenet.startup.v1.StartupTracker",
+                        startup_pb2_grpc.add_StartupTrackerServicer_to_server,
+                        StartupTrackerServicer(service))],
+        tokens,
+    )
+    # The tracker creates the topic it writes, and the registry's (it reads it from the start).
+    runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
+                       topics=[topics.STUDIES, topics.SITES], server=server, relay=relay,
+                       publisher=publisher, consumer=consumer)
+    return StartupTrackerApp(runtime=runtime, server=server, relay=relay, consumer=consumer,
+                             service=service)
