@@ -83,7 +83,8 @@ def token(
     org: Annotated[str | None, typer.Option(help="Sponsor organisation (role sponsor)")] = None,
     site: Annotated[list[str] | None, typer.Option(
         help="Site id, e.g. snuh (role site; repeat for several)")] = None,
-    subject: Annotated[str | None, typer.Option(help="Subject (who); defaults from the role")] = None,
+    subject: Annotated[str | None, typer.Option(
+        help="Subject (who); defaults from the role")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 12 * 3600,
 ) -> None:
     """Print a bearer token the running system accepts (signed with the data directory's key)."""

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{path}"
 
     def signing_secret(self) -> str:
-        """The HS256 key: configured, or kept in the data directory so the CLI and services agree."""
+        """The HS256 key: configured, or kept in the data dir so the CLI and services agree."""
         if self.jwt_secret:
             return self.jwt_secret
         path = self.data_dir / "jwt-secret"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,17 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+# Alembic keeps its migration context in module globals: one migration at a time per process.
+_MIGRATION_LOCK = threading.Lock()
+
+
 def migrate(url: str, script_location: Path) -> None:
     """Bring the database at `url` to the newest revision under `script_location`."""
+    with _MIGRATION_LOCK:
+        _migrate(url, script_location)
+
+
+def _migrate(url: str, script_location: Path) -> None:
     config = Config()
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

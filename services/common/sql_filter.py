@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 
 from services.common.errors import FieldViolation, InvalidArgument
-from services.common.filtering import And, Compare, Node, Not, Or, Text
+from services.common.filtering import And, Node, Not, Or, Text
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ def to_sql(node: Node | None, fields: Mapping[str, FilterField],
             raise InvalidArgument([FieldViolation(
                 "filter", f"{node.field} is a list: use '{node.field}:value'")])
         # Lists are stored as JSON arrays of strings.
-        return field.column.like(f'%"{_like_escape(value)}"%', escape="\\")
+        return cast(ColumnElement[bool],
+                    field.column.like(f'%"{_like_escape(value)}"%', escape="\\"))
     if node.op == "=" or node.op == ":":
-        return field.column == value
+        return cast(ColumnElement[bool], field.column == value)
     if node.op == "!=":
-        return field.column != value
+        return cast(ColumnElement[bool], field.column != value)
     return false()

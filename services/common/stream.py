@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -47,7 +48,7 @@ def _low_latency_transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transp
     return Transport
 
 
-class _App(faust.App):  # type: ignore[misc]
+class _App(faust.App):
     transport_class: type[faust_aiokafka.Transport]
 
     def _new_transport(self) -> Any:
@@ -64,6 +65,7 @@ class EventConsumer:
         bootstrap: str,
         topics: Sequence[str],
         handler: EnvelopeHandler,
+        data_dir: Path,
         session_timeout_s: float = 3.0,
         fetch_max_wait_ms: int = 20,
     ) -> None:
@@ -73,6 +75,7 @@ class EventConsumer:
             group_id,
             broker=f"kafka://{bootstrap}",
             store="memory://",
+            datadir=str(data_dir / "faust"),  # faust's own state; nothing durable lives there
             autodiscover=False,
             web_enabled=False,
             topic_allow_declare=False,  # topics come from the catalog, created by their owners

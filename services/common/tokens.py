@@ -8,7 +8,7 @@ from typing import Any
 
 import jwt
 
-from services.common.errors import InvalidArgument, FieldViolation, Unauthenticated
+from services.common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from services.common.identity import Principal, Role
 
 ALGORITHM = "HS256"

@@ -52,6 +52,7 @@ def build(settings: Settings) -> NotificationsApp:
     consumer = EventConsumer(
         group_id=settings.consumer_group(SERVICE),
         bootstrap=settings.bootstrap_servers,
+        data_dir=settings.data_dir,
         topics=[settings.topic(topics.SITES.name), settings.topic(topics.STUDIES.name)],
         handler=on_event,
         session_timeout_s=settings.kafka_session_timeout_s,

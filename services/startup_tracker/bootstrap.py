@@ -51,6 +51,7 @@ def build(settings: Settings) -> StartupTrackerApp:
     consumer = EventConsumer(
         group_id=settings.consumer_group(SERVICE),
         bootstrap=settings.bootstrap_servers,
+        data_dir=settings.data_dir,
         topics=[settings.topic(topics.SITES.name)],
         handler=on_registry_event,
         session_timeout_s=settings.kafka_session_timeout_s,

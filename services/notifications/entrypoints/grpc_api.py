@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2
@@ -51,11 +51,12 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServicer):
     async def CreateSubscription(self, request: pb.CreateSubscriptionRequest,
                                  context: grpc.aio.ServicerContext) -> pb.Subscription:
         sub = request.subscription
-        kind = sub.channel.WhichOneof("kind") or "stream"
+        kind: Literal["stream", "webhook"] = (
+            "webhook" if sub.channel.WhichOneof("kind") == "webhook" else "stream")
         webhook = ({"url": sub.channel.webhook.url, "secret": sub.channel.webhook.secret}
                    if kind == "webhook" else None)
         created = await self._service.create_subscription(
-            current_principal(), filter_values(sub.filter), kind,  # type: ignore[arg-type]
+            current_principal(), filter_values(sub.filter), kind,
             webhook, sub.display_name, request.subscription_id, request.request_id)
         return subscription_message(created)
 

@@ -40,6 +40,7 @@ class RegistryEventCodec:
         self._topic = f"{topic_prefix}{topics.SITES.name}"
 
     def __call__(self, event: RegistryEvent) -> list[Envelope]:
+        message: events_pb2.SiteRegistered | events_pb2.SiteUpdated
         if isinstance(event, SiteRegistered):
             message = events_pb2.SiteRegistered(site=site_state(event.site),
                                                 actor=actor(event.actor))

@@ -37,7 +37,8 @@ def milestone_message(study: Study, study_site: StudySite, key: str) -> startup_
     message = startup_pb2.Milestone(
         name=f"{study_site.name}/milestones/{key}", milestone=key,
         display_name=definition.display_name,
-        status=startup_pb2.MilestoneStatus.Value(record.status.value) if record.status else 0,
+        status=startup_pb2.MilestoneStatus.Value(
+            record.status.value if record.status else "MILESTONE_STATUS_UNSPECIFIED"),
         note=record.note, prerequisites=list(definition.prerequisites))
     for field in ("baseline_date", "planned_date", "actual_date"):
         value = getattr(record, field)

@@ -1,0 +1,71 @@
+"""Small steps tests share: make a site, a study, put one in the other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+from google.type import date_pb2
+
+from sitenet.registry.v1 import registry_pb2
+from sitenet.startup.v1 import startup_pb2
+from tests.support.system import RunningSystem
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def day(text: str) -> date_pb2.Date:
+    y, m, d = (int(p) for p in text.split("-"))
+    return date_pb2.Date(year=y, month=m, day=d)
+
+
+async def create_site(system: RunningSystem, site_id: str | None = None, *,
+                      country: str = "KR", region: str = "KR-11",
+                      name_en: str | None = None, **fields: object) -> registry_pb2.Site:
+    site_id = site_id or unique("site")
+    values: dict[str, object] = {
+        "display_name_en": name_en or f"Hospital {site_id}", "display_name_ko": f"병원 {site_id}",
+        "country_code": country, "region_code": region, "city": "Seoul", **fields}
+    site = registry_pb2.Site(**values)  # type: ignore[arg-type]
+    return await system.registry.CreateSite(
+        registry_pb2.CreateSiteRequest(site_id=site_id, site=site), metadata=system.admin)
+
+
+async def create_study(system: RunningSystem, study_id: str | None = None, *,
+                       sponsor_org: str = "acme", countries: tuple[str, ...] = ("KR",)
+                       ) -> startup_pb2.Study:
+    study_id = study_id or unique("study")
+    study = startup_pb2.Study(protocol_number=study_id.upper(), title=f"Study {study_id}",
+                              sponsor_org=sponsor_org, phase=startup_pb2.PHASE_3,
+                              country_codes=list(countries))
+    return await system.tracker.CreateStudy(
+        startup_pb2.CreateStudyRequest(study_id=study_id, study=study), metadata=system.admin)
+
+
+async def add_study_site(system: RunningSystem, study: str, site: str,
+                         timeout_s: float = 15.0) -> startup_pb2.StudySite:
+    """Add the site once the tracker's replica has it (it arrives by Kafka, not by a call)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await system.tracker.AddStudySite(
+                startup_pb2.AddStudySiteRequest(parent=study, site=site), metadata=system.admin)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def record(system: RunningSystem, study_site: str, milestone: str, actual: str,
+                 status: int = startup_pb2.DONE,
+                 metadata: list[tuple[str, str]] | None = None, **fields: object
+                 ) -> startup_pb2.Milestone:
+    return await system.tracker.RecordMilestone(
+        startup_pb2.RecordMilestoneRequest(study_site=study_site, milestone=milestone,
+                                           status=status, actual_date=day(actual),
+                                           **fields),  # type: ignore[arg-type]
+        metadata=metadata or system.admin)
