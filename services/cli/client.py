@@ -37,8 +37,8 @@ def channel(settings: Settings, service: ServiceName) -> Iterator[grpc.Channel]:
 
 def explain(error: grpc.RpcError) -> str:
     """A gRPC error as a person should read it: code, message and each field or precondition."""
-    lines = [f"{error.code().name}: {error.details()}"]  # type: ignore[attr-defined]
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    lines = [f"{error.code().name}: {error.details()}"]
+    status = rpc_status.from_call(error)
     for detail in status.details if status else []:
         bad = error_details_pb2.BadRequest()
         failure = error_details_pb2.PreconditionFailure()
