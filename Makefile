@@ -34,14 +34,14 @@ run: $(RUN_STAMP)
 
 ## Every check: lint, types, architecture, proto lint, then the whole test suite.
 test: $(DEV_STAMP) $(BUF)
-	$(BIN)/ruff check services tests scripts bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy services
 	$(BIN)/lint-imports
 	$(BUF) lint
 	$(BIN)/pytest -q
 
 lint: $(DEV_STAMP) $(BUF)
-	$(BIN)/ruff check services tests scripts bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy services
 	$(BIN)/lint-imports
 	$(BUF) lint
