@@ -70,9 +70,11 @@ class KafkaPublisher:
                 enable_idempotence=True,
                 linger_ms=2,
                 max_in_flight_requests_per_connection=5,
-                request_timeout_ms=10_000,
-                delivery_timeout_ms=20_000,
+                request_timeout_ms=5_000,
+                delivery_timeout_ms=10_000,
                 max_block_ms=10_000,
+                # Fail fast while the broker is away; the relay retries with backoff.
+                bootstrap_timeout_ms=3_000,
             )
         return self._producer
 
@@ -86,9 +88,9 @@ class KafkaPublisher:
                 producer.send(e.topic, key=e.key.encode(), value=e.data, headers=e.headers())
                 for e in events
             ]
-            producer.flush(timeout=20)
+            producer.flush(timeout=10)
             for future in futures:
-                future.get(timeout=20)  # raises if the broker did not take it
+                future.get(timeout=10)  # raises if the broker did not take it
         except Exception:
             # Start over with a fresh producer; the rows stay unpublished and are retried.
             self._close_quietly()

@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import (
@@ -217,8 +217,11 @@ class OutboxRelay:
             await conn.rollback()
         if not rows:
             return 0
+        # Publish outside any transaction: SQLite has one writer, and a slow or absent
+        # broker must not hold up the service's own writes. The lease keeps it ours.
+        await self._publisher.publish(self._envelopes(rows))
         async with self._engine.begin() as conn:
-            await self._publish_and_mark(conn, rows)
+            await self._mark(conn, rows)
         return len(rows)
 
     async def _take_lease(self) -> bool:
@@ -242,29 +245,26 @@ class OutboxRelay:
             )
             return bool(result.rowcount)
 
-    async def _publish_and_mark(self, conn: AsyncConnection, rows: Sequence[object]) -> None:
-        o = self._outbox
-        events = [
-            Envelope(
-                id=r.event_id,  # type: ignore[attr-defined]
-                type=r.ce_type,  # type: ignore[attr-defined]
-                source=r.ce_source,  # type: ignore[attr-defined]
-                subject=r.ce_subject,  # type: ignore[attr-defined]
-                time=_utc(r.ce_time),  # type: ignore[attr-defined]
-                topic=r.topic,  # type: ignore[attr-defined]
-                key=r.key,  # type: ignore[attr-defined]
-                data=r.payload,  # type: ignore[attr-defined]
-            )
+    @staticmethod
+    def _envelopes(rows: Sequence[Any]) -> list[Envelope]:
+        return [
+            Envelope(id=r.event_id, type=r.ce_type, source=r.ce_source, subject=r.ce_subject,
+                     time=_utc(r.ce_time), topic=r.topic, key=r.key, data=r.payload)
             for r in rows
         ]
-        await self._publisher.publish(events)
-        seqs = [r.seq for r in rows]  # type: ignore[attr-defined]
+
+    async def _mark(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        o = self._outbox
         await conn.execute(
-            update(o).where(o.c.seq.in_(seqs)).values(
+            update(o).where(o.c.seq.in_([r.seq for r in rows])).values(
                 published_at=datetime.now(UTC), attempts=o.c.attempts + 1
             )
         )
-        self.published_total += len(events)
+        self.published_total += len(rows)
+
+    async def _publish_and_mark(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        await self._publisher.publish(self._envelopes(rows))
+        await self._mark(conn, rows)
 
 
 def _utc(moment: datetime) -> datetime:

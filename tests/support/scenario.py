@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.type import date_pb2
@@ -69,3 +70,14 @@ async def record(system: RunningSystem, study_site: str, milestone: str, actual:
                                            status=status, actual_date=day(actual),
                                            **fields),  # type: ignore[arg-type]
         metadata=metadata or system.admin)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0,
+                     interval_s: float = 0.05) -> None:
+    """Wait until `check()` is true (state that arrives through Kafka), or fail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"not true after {timeout_s}s: {check}")
