@@ -32,7 +32,7 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 RequiredText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                                 max_length=200)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1,
-                                       max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+                                       max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")]
 
 # Fields a client may set; the rest (name, status, times, etag) are the registry's.
 UPDATABLE_FIELDS = (
