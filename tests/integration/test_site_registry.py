@@ -3,6 +3,7 @@ rule of the registry, and bad input of every kind changing nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable
 from typing import Any
@@ -530,3 +531,126 @@ async def test_import_csv_and_refuses_what_it_cannot_read(shared_system: Running
                          (b"no,header,of,sites\n1,2,3,4", registry_pb2.ImportSitesRequest.CSV)]:
         await fails(reg.ImportSites(registry_pb2.ImportSitesRequest(content=content, format=fmt),
                                     metadata=admin), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+# --- the other services keep up ---------------------------------------------------------
+
+
+async def test_a_suspension_reaches_the_tracker_and_the_notifications(
+        shared_system: RunningSystem) -> None:
+    from sitenet.notifications.v1 import notifications_pb2
+    from sitenet.startup.v1 import startup_pb2
+    from tests.support.scenario import add_study_site, create_study
+
+    system = shared_system
+    site = await create_site(system, display_name_ko="상태 병원")
+    first = await create_study(system)
+    await add_study_site(system, first.name, site.name)  # the tracker's replica has the site
+    await system.registry.SuspendSite(registry_pb2.SuspendSiteRequest(
+        name=site.name, reason="IRB lapsed"), metadata=system.admin)
+
+    # The replica learns the new status from SiteStatusChanged (eventually): then a
+    # suspended site joins no study.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        study = await create_study(system)
+        try:
+            await system.tracker.AddStudySite(startup_pb2.AddStudySiteRequest(
+                parent=study.name, site=site.name), metadata=system.admin)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc.details()
+            assert "SUSPENDED" in (exc.details() or "")
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the replica never caught up"
+        await asyncio.sleep(0.2)
+
+    stream = system.notifications.StreamNotifications(
+        notifications_pb2.StreamNotificationsRequest(
+            cursor="0", filter=notifications_pb2.NotificationFilter(
+                sites=[site.name], event_types=["sitenet.events.v1.SiteStatusChanged"])),
+        metadata=system.admin)
+    try:
+        notification = await asyncio.wait_for(stream.read(), timeout=10)
+    finally:
+        stream.cancel()
+    assert notification.text_en == (
+        f"Site {site.display_name_en} suspended (was active) (IRB lapsed)")
+    assert notification.text_ko == "실시기관 상태 병원 일시 중지 (이전: 운영 중) (IRB lapsed)"
+
+
+# --- the sample network and the CLI -----------------------------------------------------
+
+
+async def cli(system: RunningSystem, *args: str) -> tuple[int, str]:
+    """Run `sitenet ...` against the running registry (in a thread: the CLI blocks)."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+    from tests.support.system import TEST_SECRET
+
+    env = {"SITENET_REGISTRY_PORT": str(system.registry_app.server.port),
+           "SITENET_JWT_SECRET": TEST_SECRET, "SITENET_DATA_DIR": str(system.settings.data_dir),
+           "COLUMNS": "300", "SITENET_TOKEN": ""}
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def test_the_sample_network_is_large_and_spread_enough() -> None:
+    from services.common.geography import KR_REGIONS
+    from services.site_registry.sample_data import kr_sites_path
+
+    rows = [json.loads(line) for line in kr_sites_path().read_text("utf-8").splitlines()]
+    assert len(rows) >= 40
+    assert len({KR_REGIONS[r["region_code"]] for r in rows}) >= 12
+    assert len({r["site_id"] for r in rows}) == len(rows)
+    assert all(r["display_name_ko"] and r["display_name_en"] and r["city"] for r in rows)
+    assert not any(r.get("mfds_designation_number") for r in rows)  # never invented
+
+
+async def test_seed_loads_the_sample_network_once_and_the_cli_manages_it(
+        shared_system: RunningSystem, tmp_path: Any) -> None:
+    from services.site_registry.sample_data import kr_sites_path
+
+    count = len(kr_sites_path().read_text("utf-8").splitlines())
+    code, out = await cli(shared_system, "seed")
+    assert code == 0, out
+    assert f"{count} created, 0 already registered" in out
+    code, out = await cli(shared_system, "seed")  # idempotent: adds nothing, fails nothing
+    assert code == 0, out
+    assert f"0 created, {count} already registered unchanged, 0 bad" in out
+
+    assert {"sites/pnuh", "sites/dauh"} <= {
+        s.name for s in await list_all(shared_system, 'region_code = "KR-26"')}
+    assert "sites/snuh" in {s.name for s in await list_all(shared_system, "서울대학교병원")}
+    assert "sites/cnuh-hwasun" in {s.name for s in await list_all(
+        shared_system, 'capabilities:phase-1-unit AND region_code = "KR-46"')}
+
+    code, out = await cli(shared_system, "sites", "list", "--filter", 'region_code = "KR-49"')
+    assert code == 0 and "Jeju National University Hospital" in out and "1 site(s)" in out
+    code, out = await cli(shared_system, "sites", "suspend", "jnuh", "--reason", "relocation")
+    assert code == 0 and "SUSPENDED — relocation" in out
+    code, out = await cli(shared_system, "sites", "suspend", "jnuh", "--reason", "again")
+    assert code == 1 and "FAILED_PRECONDITION" in out
+    code, out = await cli(shared_system, "sites", "update", "jnuh", "--address",
+                          "15 Aran 13-gil, Jeju-si", "--investigator", "Ko Hana: oncology",
+                          "--reason", "address confirmed")
+    assert code == 0 and "15 Aran 13-gil" in out and "Ko Hana (oncology)" in out, out
+    code, out = await cli(shared_system, "sites", "show", "jnuh", "--audit")
+    assert code == 0
+    assert all(word in out for word in ("IMPORT", "SUSPEND", "UPDATE", "address confirmed"))
+    new_id = unique("cli")
+    code, out = await cli(shared_system, "sites", "create", new_id, "--name-en",
+                          f"CLI {new_id}", "--name-ko", "명령 병원", "--region", "KR-11",
+                          "--area", "oncology")
+    assert code == 0 and f"sites/{new_id}" in out
+    code, out = await cli(shared_system, "sites", "create", unique("cli"), "--name-en", "X",
+                          "--region", "KR-99")
+    assert code == 1 and "INVALID_ARGUMENT" in out and "KR-99" in out
+
+    bad = tmp_path / "sites.csv"
+    bad.write_text(f"site_id,display_name_en,country_code\n{unique('c')},Good,KR\n"
+                   f"{unique('c')},Bad,ZZ\n", encoding="utf-8")
+    code, out = await cli(shared_system, "sites", "import", str(bad))
+    assert code == 1 and "content.line[3].country_code" in out
+    code, out = await cli(shared_system, "sites", "import", str(bad), "--partial")
+    assert code == 0 and "1 created" in out and "country_code" in out
