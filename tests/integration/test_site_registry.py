@@ -654,3 +654,9 @@ async def test_seed_loads_the_sample_network_once_and_the_cli_manages_it(
     assert code == 1 and "content.line[3].country_code" in out
     code, out = await cli(shared_system, "sites", "import", str(bad), "--partial")
     assert code == 0 and "1 created" in out and "country_code" in out
+
+
+def test_the_audit_trail_has_no_method_that_alters_or_deletes_it() -> None:
+    service = registry_pb2.DESCRIPTOR.services_by_name["SiteRegistry"]
+    touching = [m.name for m in service.methods if "Audit" in m.name]
+    assert touching == ["ListSiteAuditEntries"]

@@ -41,8 +41,6 @@ UPDATABLE_FIELDS = (
     "mfds_designation_number", "mfds_designation_date", "principal_investigators", "contacts",
 )
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-
 
 class PrincipalInvestigator(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -16,10 +16,13 @@ from typing import Any
 
 from services.common.errors import FieldViolation, InvalidArgument
 
-MAX_IMPORT_BYTES = 8 * 1024 * 1024
+MAX_IMPORT_BYTES = 4 * 1024 * 1024  # the gRPC message limit; a bigger file never arrives
 MAX_IMPORT_ROWS = 10_000
 
 LIST_FIELDS = ("therapeutic_areas", "capabilities")
+# Output-only fields of Site: ignored on input (AIP-203), so an export imports as it is.
+OUTPUT_ONLY = ("name", "status", "status_reason", "status_change_time", "create_time",
+               "update_time", "etag")
 _CAMEL = re.compile(r"([A-Z])")
 
 
@@ -67,7 +70,8 @@ def _date(value: Any) -> Any:
 def _from_json(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     values = {_snake(k): v for k, v in obj.items()}
     site_id = values.pop("site_id", "")
-    values.pop("name", None)
+    for key in OUTPUT_ONLY:
+        values.pop(key, None)
     if "mfds_designation_date" in values:
         values["mfds_designation_date"] = _date(values["mfds_designation_date"])
     return str(site_id) if site_id is not None else "", values
@@ -91,7 +95,8 @@ def _from_csv(record: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
         else:
             values[key] = text
     site_id = values.pop("site_id", "")
-    values.pop("name", None)
+    for key in OUTPUT_ONLY:
+        values.pop(key, None)
     return str(site_id), values
 
 

@@ -525,7 +525,7 @@ class ImportSitesRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
     content: _builtins.bytes
-    """The file's bytes (UTF-8), at most 8 MiB."""
+    """The file's bytes (UTF-8); the whole request must fit gRPC's 4 MiB message limit."""
     format: Global___ImportSitesRequest.Format.ValueType
     """Format of `content`."""
     allow_partial: _builtins.bool
