@@ -74,6 +74,8 @@ def _show(site: registry_pb2.Site) -> None:
                                                        c.phone])) for c in site.contacts)),
         ("status", _STATUS.get(site.status, "?") + (
             f" — {site.status_reason}" if site.status_reason else "")),
+        ("status changed", site.status_change_time.ToJsonString()
+         if site.HasField("status_change_time") else ""),
         ("time zone", site.time_zone), ("etag", site.etag),
         ("created", site.create_time.ToJsonString()),
         ("updated", site.update_time.ToJsonString()),
