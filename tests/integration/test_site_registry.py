@@ -625,7 +625,8 @@ async def test_seed_loads_the_sample_network_once_and_the_cli_manages_it(
     assert "sites/cnuh-hwasun" in {s.name for s in await list_all(
         shared_system, 'capabilities:phase-1-unit AND region_code = "KR-46"')}
 
-    code, out = await cli(shared_system, "sites", "list", "--filter", 'region_code = "KR-49"')
+    code, out = await cli(shared_system, "sites", "list", "--filter",
+                          'region_code = "KR-49" AND "제주대학교병원"')
     assert code == 0 and "Jeju National University Hospital" in out and "1 site(s)" in out
     code, out = await cli(shared_system, "sites", "suspend", "jnuh", "--reason", "relocation")
     assert code == 0 and "SUSPENDED — relocation" in out
