@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from services.cli import sites
 from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.logs import configure_logging
@@ -19,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(sites.app, name="sites")
+app.command("seed")(sites.seed)
 
 
 class RoleOption(StrEnum):

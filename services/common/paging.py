@@ -51,3 +51,50 @@ def decode_token(token: str, query: str = "") -> str | None:
             [FieldViolation("page_token", "belongs to a different query (filter or parent)")]
         )
     return str(data["a"])
+
+
+def encode_keyset(key: list[str], query: str = "") -> str:
+    """A token that resumes after the row whose sort key (e.g. [name, id]) is `key`.
+
+    For lists with `order_by`: the key holds the sort value and the id, so a page
+    stays correct while rows are added before or after it.
+    """
+    raw = json.dumps({"k": key, "q": _fingerprint(query)}, separators=(",", ":"),
+                     ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_keyset(token: str, query: str = "", length: int = 2) -> list[str] | None:
+    """The sort key to resume after, or None for the first page."""
+    if not token:
+        return None
+    bad = InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad from exc
+    key = data.get("k") if isinstance(data, dict) else None
+    if (not isinstance(key, list) or len(key) != length
+            or not all(isinstance(k, str) for k in key)):
+        raise bad
+    if data.get("q") != _fingerprint(query):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "belongs to a different query (filter or order)")]
+        )
+    return [str(k) for k in key]
+
+
+def parse_order_by(text: str, allowed: tuple[str, ...]) -> tuple[str, bool] | None:
+    """AIP-132 `order_by` of one field: (field, descending), or None when empty."""
+    words = text.split()
+    if not words:
+        return None
+    bad = InvalidArgument([FieldViolation(
+        "order_by",
+        f"{text!r} is not one of {', '.join(allowed)}, optionally followed by ' desc'")])
+    if len(words) > 2 or words[0] not in allowed:
+        raise bad
+    if len(words) == 2 and words[1].lower() not in ("asc", "desc"):
+        raise bad
+    return words[0], len(words) == 2 and words[1].lower() == "desc"

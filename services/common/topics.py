@@ -33,7 +33,8 @@ SITES = TopicSpec(
     # Every event carries the whole site, so the latest per key is enough to
     # rebuild a replica; compaction keeps the topic bounded.
     config={"cleanup.policy": "compact", "min.compaction.lag.ms": str(DAY_MS)},
-    event_types=("sitenet.events.v1.SiteRegistered", "sitenet.events.v1.SiteUpdated"),
+    event_types=("sitenet.events.v1.SiteRegistered", "sitenet.events.v1.SiteUpdated",
+                 "sitenet.events.v1.SiteStatusChanged"),
     description="Changes to the site registry (event-carried state of each site)",
     consumers=("startup-tracker", "notifications"),
 )

@@ -11,7 +11,8 @@ from sitenet.events.v1 import events_pb2
 EVENT_TYPES: dict[str, type[Message]] = {
     cls.DESCRIPTOR.full_name: cls
     for cls in (events_pb2.SiteRegistered, events_pb2.SiteUpdated, events_pb2.StudyCreated,
-                events_pb2.StudySiteAdded, events_pb2.MilestoneRecorded)
+                events_pb2.StudySiteAdded, events_pb2.MilestoneRecorded,
+                events_pb2.SiteStatusChanged)
 }
 
 
@@ -35,11 +36,14 @@ def _study_site_facts(ce_type: str, ref: events_pb2.StudySiteRef, **more: object
 
 
 def facts_of(ce_type: str, message: Message) -> EventFacts:
-    if isinstance(message, (events_pb2.SiteRegistered, events_pb2.SiteUpdated)):
+    if isinstance(message, (events_pb2.SiteRegistered, events_pb2.SiteUpdated,
+                            events_pb2.SiteStatusChanged)):
         s = message.site
         details = {}
         if isinstance(message, events_pb2.SiteUpdated):
             details["changed_fields"] = ", ".join(message.changed_fields)
+        if isinstance(message, events_pb2.SiteStatusChanged):
+            details.update(before_status=message.before_status, reason=message.reason)
         return EventFacts(event_type=ce_type, site=s.name, country_code=s.country_code,
                           region_code=s.region_code, site_name_en=s.display_name_en,
                           site_name_ko=s.display_name_ko, status=s.status, details=details)

@@ -11,6 +11,9 @@ _STATUS_KO = {"PLANNED": "계획됨", "IN_PROGRESS": "진행 중", "DONE": "완�
               "NOT_APPLICABLE": "해당 없음", "APPROVED_WITH_CONDITIONS": "조건부 승인",
               "REJECTED": "반려"}
 
+_SITE_STATUS_EN = {"ACTIVE": "active", "SUSPENDED": "suspended", "CLOSED": "closed"}
+_SITE_STATUS_KO = {"ACTIVE": "운영 중", "SUSPENDED": "일시 중지", "CLOSED": "폐쇄"}
+
 
 def render(facts: EventFacts) -> tuple[str, str]:
     """(English, Korean) one-line text for a notification."""
@@ -37,4 +40,14 @@ def render(facts: EventFacts) -> tuple[str, str]:
         changed = facts.details.get("changed_fields", "")
         suffix = f": {changed}" if changed else ""
         return (f"Site {site_en} updated{suffix}", f"실시기관 {site_ko} 정보 변경{suffix}")
+    if kind == "SiteStatusChanged":
+        reason = facts.details.get("reason", "")
+        before = facts.details.get("before_status", "")
+        after_en = _SITE_STATUS_EN.get(facts.status, facts.status.lower())
+        after_ko = _SITE_STATUS_KO.get(facts.status, facts.status)
+        before_en = _SITE_STATUS_EN.get(before, before.lower())
+        before_ko = _SITE_STATUS_KO.get(before, before)
+        why = f" ({reason})" if reason else ""
+        return (f"Site {site_en} {after_en} (was {before_en}){why}",
+                f"실시기관 {site_ko} {after_ko} (이전: {before_ko}){why}")
     return (f"{kind} {facts.study or facts.site}", f"{kind} {facts.study or facts.site}")

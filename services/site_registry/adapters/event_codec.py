@@ -5,7 +5,12 @@ from __future__ import annotations
 from services.common import topics
 from services.common.events import Envelope
 from services.common.identity import Principal
-from services.site_registry.domain.events import RegistryEvent, SiteRegistered, SiteUpdated
+from services.site_registry.domain.events import (
+    RegistryEvent,
+    SiteRegistered,
+    SiteStatusChanged,
+    SiteUpdated,
+)
 from services.site_registry.domain.model import Site
 from sitenet.events.v1 import events_pb2
 
@@ -28,6 +33,9 @@ def site_state(site: Site) -> events_pb2.SiteState:
         status=site.status.value,
         time_zone=d.time_zone,
         version=site.version,
+        status_reason=site.status_reason,
+        address=d.address,
+        mfds_designation_number=d.mfds_designation_number,
     )
 
 
@@ -40,7 +48,7 @@ class RegistryEventCodec:
         self._topic = f"{topic_prefix}{topics.SITES.name}"
 
     def __call__(self, event: RegistryEvent) -> list[Envelope]:
-        message: events_pb2.SiteRegistered | events_pb2.SiteUpdated
+        message: events_pb2.SiteRegistered | events_pb2.SiteUpdated | events_pb2.SiteStatusChanged
         if isinstance(event, SiteRegistered):
             message = events_pb2.SiteRegistered(site=site_state(event.site),
                                                 actor=actor(event.actor))
@@ -48,6 +56,11 @@ class RegistryEventCodec:
             message = events_pb2.SiteUpdated(
                 site=site_state(event.site), before=site_state(event.before),
                 changed_fields=list(event.changed_fields), actor=actor(event.actor),
+                reason=event.reason)
+        elif isinstance(event, SiteStatusChanged):
+            message = events_pb2.SiteStatusChanged(
+                site=site_state(event.site), before_status=event.before.status.value,
+                after_status=event.site.status.value, actor=actor(event.actor),
                 reason=event.reason)
         else:  # pragma: no cover - exhaustive over RegistryEvent
             raise TypeError(f"not a registry event: {event!r}")

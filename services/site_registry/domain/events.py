@@ -23,4 +23,12 @@ class SiteUpdated:
     reason: str = ""
 
 
-RegistryEvent = SiteRegistered | SiteUpdated
+@dataclass(frozen=True)
+class SiteStatusChanged:
+    site: Site
+    before: Site
+    actor: Principal
+    reason: str
+
+
+RegistryEvent = SiteRegistered | SiteUpdated | SiteStatusChanged

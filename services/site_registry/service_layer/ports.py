@@ -7,7 +7,7 @@ from typing import Protocol
 from services.common.filtering import Node
 from services.common.ports import RequestLog
 from services.site_registry.domain.events import RegistryEvent
-from services.site_registry.domain.model import Site
+from services.site_registry.domain.model import AuditEntry, Site
 
 
 class SiteRepository(Protocol):
@@ -17,7 +17,17 @@ class SiteRepository(Protocol):
     async def save(self, site: Site, expected_version: int) -> bool:
         """Store `site` if the stored version is still `expected_version`."""
         ...
-    async def list(self, after: str | None, limit: int, where: Node | None) -> list[Site]: ...
+    async def list(self, after: list[str] | None, limit: int, where: Node | None,
+                   order: tuple[str, bool] | None = None) -> list[Site]:
+        """Sites matching `where`, in `order` (field, descending) then id, after keyset `after`."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Append-only: no method alters or removes an entry."""
+
+    async def append(self, entry: AuditEntry) -> None: ...
+    async def list(self, site_id: str, after: int | None, limit: int) -> list[AuditEntry]: ...
 
 
 class RegistryUnitOfWork(Protocol):
@@ -25,6 +35,8 @@ class RegistryUnitOfWork(Protocol):
     def sites(self) -> SiteRepository: ...
     @property
     def requests(self) -> RequestLog: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def __aenter__(self) -> RegistryUnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...

@@ -20,10 +20,12 @@ from services.startup_tracker.domain.templates import MilestoneDefinition
 from sitenet.events.v1 import events_pb2
 
 SOURCE = "//sitenet/startup-tracker"
-SiteEvent = type[events_pb2.SiteRegistered] | type[events_pb2.SiteUpdated]
+SiteEvent = (type[events_pb2.SiteRegistered] | type[events_pb2.SiteUpdated]
+             | type[events_pb2.SiteStatusChanged])
 SITE_EVENT_TYPES: dict[str, SiteEvent] = {
     events_pb2.SiteRegistered.DESCRIPTOR.full_name: events_pb2.SiteRegistered,
     events_pb2.SiteUpdated.DESCRIPTOR.full_name: events_pb2.SiteUpdated,
+    events_pb2.SiteStatusChanged.DESCRIPTOR.full_name: events_pb2.SiteStatusChanged,
 }
 
 

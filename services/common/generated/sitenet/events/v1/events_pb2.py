@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esitenet/events/v1/events.proto\x12\x11sitenet.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"&\n\x05\x41\x63tor\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x95\x02\n\tSiteState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64isplay_name_en\x18\x02 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x03 \x01(\t\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x15\n\rirb_of_record\x18\x08 \x01(\t\x12\x19\n\x11therapeutic_areas\x18\t \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x11\n\ttime_zone\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\x03\"e\n\x0eSiteRegistered\x12*\n\x04site\x18\x01 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"\xb8\x01\n\x0bSiteUpdated\x12*\n\x04site\x18\x01 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12,\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12\'\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x97\x01\n\nStudyState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprotocol_number\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x18\n\x10therapeutic_area\x18\x06 \x01(\t\x12\x15\n\rcountry_codes\x18\x07 \x03(\t\"\xce\x01\n\x0cStudySiteRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x1c\n\x14site_display_name_en\x18\x07 \x01(\t\x12\x1c\n\x14site_display_name_ko\x18\x08 \x01(\t\x12\x17\n\x0fprotocol_number\x18\t \x01(\t\"e\n\x0cStudyCreated\x12,\n\x05study\x18\x01 \x01(\x0b\x32\x1d.sitenet.events.v1.StudyState\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"n\n\x0eStudySiteAdded\x12\x33\n\nstudy_site\x18\x01 \x01(\x0b\x32\x1f.sitenet.events.v1.StudySiteRef\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"\xeb\x01\n\x0eMilestoneState\x12\x11\n\tmilestone\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12(\n\rbaseline_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x0cplanned_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x07 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x08 \x01(\t\"\xac\x02\n\x11MilestoneRecorded\x12\x33\n\nstudy_site\x18\x01 \x01(\x0b\x32\x1f.sitenet.events.v1.StudySiteRef\x12\x31\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32!.sitenet.events.v1.MilestoneState\x12\x30\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32!.sitenet.events.v1.MilestoneState\x12\'\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bstartup_day\x18\x06 \x01(\x05\x12/\n\x0brecord_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esitenet/events/v1/events.proto\x12\x11sitenet.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"&\n\x05\x41\x63tor\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\xde\x02\n\tSiteState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64isplay_name_en\x18\x02 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x03 \x01(\t\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x15\n\rirb_of_record\x18\x08 \x01(\t\x12\x19\n\x11therapeutic_areas\x18\t \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x11\n\ttime_zone\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\x03\x12\x15\n\rstatus_reason\x18\x0e \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x0f \x01(\t\x12\x1f\n\x17mfds_designation_number\x18\x10 \x01(\t\"e\n\x0eSiteRegistered\x12*\n\x04site\x18\x01 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"\xb8\x01\n\x0bSiteUpdated\x12*\n\x04site\x18\x01 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12,\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12\'\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x97\x01\n\nStudyState\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprotocol_number\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x18\n\x10therapeutic_area\x18\x06 \x01(\t\x12\x15\n\rcountry_codes\x18\x07 \x03(\t\"\xce\x01\n\x0cStudySiteRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05study\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x1c\n\x14site_display_name_en\x18\x07 \x01(\t\x12\x1c\n\x14site_display_name_ko\x18\x08 \x01(\t\x12\x17\n\x0fprotocol_number\x18\t \x01(\t\"e\n\x0cStudyCreated\x12,\n\x05study\x18\x01 \x01(\x0b\x32\x1d.sitenet.events.v1.StudyState\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"n\n\x0eStudySiteAdded\x12\x33\n\nstudy_site\x18\x01 \x01(\x0b\x32\x1f.sitenet.events.v1.StudySiteRef\x12\'\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\"\xeb\x01\n\x0eMilestoneState\x12\x11\n\tmilestone\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12(\n\rbaseline_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x0cplanned_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x07 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x08 \x01(\t\"\xac\x02\n\x11MilestoneRecorded\x12\x33\n\nstudy_site\x18\x01 \x01(\x0b\x32\x1f.sitenet.events.v1.StudySiteRef\x12\x31\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32!.sitenet.events.v1.MilestoneState\x12\x30\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32!.sitenet.events.v1.MilestoneState\x12\'\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0bstartup_day\x18\x06 \x01(\x05\x12/\n\x0brecord_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x11SiteStatusChanged\x12*\n\x04site\x18\x01 \x01(\x0b\x32\x1c.sitenet.events.v1.SiteState\x12\x15\n\rbefore_status\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x66ter_status\x18\x03 \x01(\t\x12\'\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x18.sitenet.events.v1.Actor\x12\x0e\n\x06reason\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTOR']._serialized_start=110
   _globals['_ACTOR']._serialized_end=148
   _globals['_SITESTATE']._serialized_start=151
-  _globals['_SITESTATE']._serialized_end=428
-  _globals['_SITEREGISTERED']._serialized_start=430
-  _globals['_SITEREGISTERED']._serialized_end=531
-  _globals['_SITEUPDATED']._serialized_start=534
-  _globals['_SITEUPDATED']._serialized_end=718
-  _globals['_STUDYSTATE']._serialized_start=721
-  _globals['_STUDYSTATE']._serialized_end=872
-  _globals['_STUDYSITEREF']._serialized_start=875
-  _globals['_STUDYSITEREF']._serialized_end=1081
-  _globals['_STUDYCREATED']._serialized_start=1083
-  _globals['_STUDYCREATED']._serialized_end=1184
-  _globals['_STUDYSITEADDED']._serialized_start=1186
-  _globals['_STUDYSITEADDED']._serialized_end=1296
-  _globals['_MILESTONESTATE']._serialized_start=1299
-  _globals['_MILESTONESTATE']._serialized_end=1534
-  _globals['_MILESTONERECORDED']._serialized_start=1537
-  _globals['_MILESTONERECORDED']._serialized_end=1837
+  _globals['_SITESTATE']._serialized_end=501
+  _globals['_SITEREGISTERED']._serialized_start=503
+  _globals['_SITEREGISTERED']._serialized_end=604
+  _globals['_SITEUPDATED']._serialized_start=607
+  _globals['_SITEUPDATED']._serialized_end=791
+  _globals['_STUDYSTATE']._serialized_start=794
+  _globals['_STUDYSTATE']._serialized_end=945
+  _globals['_STUDYSITEREF']._serialized_start=948
+  _globals['_STUDYSITEREF']._serialized_end=1154
+  _globals['_STUDYCREATED']._serialized_start=1156
+  _globals['_STUDYCREATED']._serialized_end=1257
+  _globals['_STUDYSITEADDED']._serialized_start=1259
+  _globals['_STUDYSITEADDED']._serialized_end=1369
+  _globals['_MILESTONESTATE']._serialized_start=1372
+  _globals['_MILESTONESTATE']._serialized_end=1607
+  _globals['_MILESTONERECORDED']._serialized_start=1610
+  _globals['_MILESTONERECORDED']._serialized_end=1910
+  _globals['_SITESTATUSCHANGED']._serialized_start=1913
+  _globals['_SITESTATUSCHANGED']._serialized_end=2078
 # @@protoc_insertion_point(module_scope)

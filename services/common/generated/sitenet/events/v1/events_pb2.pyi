@@ -71,6 +71,9 @@ class SiteState(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    MFDS_DESIGNATION_NUMBER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`sites/{site}`."""
     display_name_en: _builtins.str
@@ -93,6 +96,12 @@ class SiteState(_message.Message):
     """IANA time zone."""
     version: _builtins.int
     """Version; increases by one with every change."""
+    status_reason: _builtins.str
+    """Why the status last changed."""
+    address: _builtins.str
+    """Street address."""
+    mfds_designation_number: _builtins.str
+    """MFDS designation number, where known."""
     @_builtins.property
     def therapeutic_areas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Therapeutic areas."""
@@ -117,10 +126,13 @@ class SiteState(_message.Message):
         status: _builtins.str = ...,
         time_zone: _builtins.str = ...,
         version: _builtins.int = ...,
+        status_reason: _builtins.str = ...,
+        address: _builtins.str = ...,
+        mfds_designation_number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "city", b"city", "country_code", b"country_code", "display_name_en", b"display_name_en", "display_name_ko", b"display_name_ko", "institution", b"institution", "irb_of_record", b"irb_of_record", "name", b"name", "region_code", b"region_code", "status", b"status", "therapeutic_areas", b"therapeutic_areas", "time_zone", b"time_zone", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "city", b"city", "country_code", b"country_code", "display_name_en", b"display_name_en", "display_name_ko", b"display_name_ko", "institution", b"institution", "irb_of_record", b"irb_of_record", "mfds_designation_number", b"mfds_designation_number", "name", b"name", "region_code", b"region_code", "status", b"status", "status_reason", b"status_reason", "therapeutic_areas", b"therapeutic_areas", "time_zone", b"time_zone", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,3 +487,47 @@ class MilestoneRecorded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MilestoneRecorded: _TypeAlias = MilestoneRecorded  # noqa: Y015
+
+@_typing.final
+class SiteStatusChanged(_message.Message):
+    """A site's status changed (suspended, reactivated or closed). Topic
+    `sitenet.registry.site.v1`, key: site id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    BEFORE_STATUS_FIELD_NUMBER: _builtins.int
+    AFTER_STATUS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    before_status: _builtins.str
+    """Status before, e.g. `ACTIVE`."""
+    after_status: _builtins.str
+    """Status after, e.g. `SUSPENDED`."""
+    reason: _builtins.str
+    """Why."""
+    @_builtins.property
+    def site(self) -> Global___SiteState:
+        """After the change."""
+
+    @_builtins.property
+    def actor(self) -> Global___Actor:
+        """Who changed it."""
+
+    def __init__(
+        self,
+        *,
+        site: Global___SiteState | None = ...,
+        before_status: _builtins.str = ...,
+        after_status: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "site", b"site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after_status", b"after_status", "before_status", b"before_status", "reason", b"reason", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteStatusChanged: _TypeAlias = SiteStatusChanged  # noqa: Y015

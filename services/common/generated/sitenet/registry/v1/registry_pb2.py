@@ -24,29 +24,54 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sitenet/registry/v1/registry.proto\x12\x13sitenet.registry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x03\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64isplay_name_en\x18\x02 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x03 \x01(\t\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x15\n\rirb_of_record\x18\x08 \x01(\t\x12\x19\n\x11therapeutic_areas\x18\t \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x30\n\x06status\x18\x0b \x01(\x0e\x32 .sitenet.registry.v1.Site.Status\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x11\n\ttime_zone\x18\x0f \x01(\t\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\r\n\tSUSPENDED\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\"a\n\x11\x43reateSiteRequest\x12\'\n\x04site\x18\x01 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"V\n\x11ListSitesResponse\x12(\n\x05sites\x18\x01 \x03(\x0b\x32\x19.sitenet.registry.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x11UpdateSiteRequest\x12\'\n\x04site\x18\x01 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t2\xd7\x02\n\x0cSiteRegistry\x12O\n\nCreateSite\x12&.sitenet.registry.v1.CreateSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12I\n\x07GetSite\x12#.sitenet.registry.v1.GetSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12Z\n\tListSites\x12%.sitenet.registry.v1.ListSitesRequest\x1a&.sitenet.registry.v1.ListSitesResponse\x12O\n\nUpdateSite\x12&.sitenet.registry.v1.UpdateSiteRequest\x1a\x19.sitenet.registry.v1.Siteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sitenet/registry/v1/registry.proto\x12\x13sitenet.registry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"@\n\x15PrincipalInvestigator\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x11\n\tspecialty\x18\x02 \x01(\t\"K\n\x07\x43ontact\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\"\x8a\x06\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64isplay_name_en\x18\x02 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x03 \x01(\t\x12\x13\n\x0binstitution\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x0c\n\x04\x63ity\x18\x07 \x01(\t\x12\x15\n\rirb_of_record\x18\x08 \x01(\t\x12\x19\n\x11therapeutic_areas\x18\t \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\n \x03(\t\x12\x30\n\x06status\x18\x0b \x01(\x0e\x32 .sitenet.registry.v1.Site.Status\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x11\n\ttime_zone\x18\x0f \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x10 \x01(\t\x12\x1f\n\x17mfds_designation_number\x18\x11 \x01(\t\x12\x30\n\x15mfds_designation_date\x18\x12 \x01(\x0b\x32\x11.google.type.Date\x12K\n\x17principal_investigators\x18\x13 \x03(\x0b\x32*.sitenet.registry.v1.PrincipalInvestigator\x12.\n\x08\x63ontacts\x18\x14 \x03(\x0b\x32\x1c.sitenet.registry.v1.Contact\x12\x15\n\rstatus_reason\x18\x15 \x01(\t\x12\x36\n\x12status_change_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\r\n\tSUSPENDED\x10\x02\x12\n\n\x06\x43LOSED\x10\x03\"a\n\x11\x43reateSiteRequest\x12\'\n\x04site\x18\x01 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1e\n\x0eGetSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"[\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"V\n\x11ListSitesResponse\x12(\n\x05sites\x18\x01 \x03(\x0b\x32\x19.sitenet.registry.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x91\x01\n\x11UpdateSiteRequest\x12\'\n\x04site\x18\x01 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"T\n\x12SuspendSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"W\n\x15ReactivateSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"R\n\x10\x43loseSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xb2\x01\n\x12ImportSitesRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12>\n\x06\x66ormat\x18\x02 \x01(\x0e\x32..sitenet.registry.v1.ImportSitesRequest.Format\x12\x15\n\rallow_partial\x18\x03 \x01(\x08\"4\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03\x43SV\x10\x01\x12\t\n\x05JSONL\x10\x02\"B\n\x0eImportRowError\x12\x0c\n\x04line\x18\x01 \x01(\x05\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x91\x01\n\x13ImportSitesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x17\n\x0funchanged_count\x18\x02 \x01(\x05\x12\x33\n\x06\x65rrors\x18\x03 \x03(\x0b\x32#.sitenet.registry.v1.ImportRowError\x12\x15\n\rcreated_sites\x18\x04 \x03(\t\"\xff\x01\n\x0eSiteAuditEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x12\n\nactor_role\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x62\x65\x66ore\x18\x06 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12(\n\x05\x61\x66ter\x18\x07 \x01(\x0b\x32\x19.sitenet.registry.v1.Site\x12\x16\n\x0e\x63hanged_fields\x18\x08 \x03(\t\x12\x0e\n\x06reason\x18\t \x01(\t\"T\n\x1bListSiteAuditEntriesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n\x1cListSiteAuditEntriesResponse\x12:\n\raudit_entries\x18\x01 \x03(\x0b\x32#.sitenet.registry.v1.SiteAuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb1\x06\n\x0cSiteRegistry\x12O\n\nCreateSite\x12&.sitenet.registry.v1.CreateSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12I\n\x07GetSite\x12#.sitenet.registry.v1.GetSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12Z\n\tListSites\x12%.sitenet.registry.v1.ListSitesRequest\x1a&.sitenet.registry.v1.ListSitesResponse\x12O\n\nUpdateSite\x12&.sitenet.registry.v1.UpdateSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12Q\n\x0bSuspendSite\x12\'.sitenet.registry.v1.SuspendSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12W\n\x0eReactivateSite\x12*.sitenet.registry.v1.ReactivateSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12M\n\tCloseSite\x12%.sitenet.registry.v1.CloseSiteRequest\x1a\x19.sitenet.registry.v1.Site\x12`\n\x0bImportSites\x12\'.sitenet.registry.v1.ImportSitesRequest\x1a(.sitenet.registry.v1.ImportSitesResponse\x12{\n\x14ListSiteAuditEntries\x12\x30.sitenet.registry.v1.ListSiteAuditEntriesRequest\x1a\x31.sitenet.registry.v1.ListSiteAuditEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sitenet.registry.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SITE']._serialized_start=127
-  _globals['_SITE']._serialized_end=601
-  _globals['_SITE_STATUS']._serialized_start=530
-  _globals['_SITE_STATUS']._serialized_end=601
-  _globals['_CREATESITEREQUEST']._serialized_start=603
-  _globals['_CREATESITEREQUEST']._serialized_end=700
-  _globals['_GETSITEREQUEST']._serialized_start=702
-  _globals['_GETSITEREQUEST']._serialized_end=732
-  _globals['_LISTSITESREQUEST']._serialized_start=734
-  _globals['_LISTSITESREQUEST']._serialized_end=807
-  _globals['_LISTSITESRESPONSE']._serialized_start=809
-  _globals['_LISTSITESRESPONSE']._serialized_end=895
-  _globals['_UPDATESITEREQUEST']._serialized_start=898
-  _globals['_UPDATESITEREQUEST']._serialized_end=1027
-  _globals['_SITEREGISTRY']._serialized_start=1030
-  _globals['_SITEREGISTRY']._serialized_end=1373
+  _globals['_PRINCIPALINVESTIGATOR']._serialized_start=150
+  _globals['_PRINCIPALINVESTIGATOR']._serialized_end=214
+  _globals['_CONTACT']._serialized_start=216
+  _globals['_CONTACT']._serialized_end=291
+  _globals['_SITE']._serialized_start=294
+  _globals['_SITE']._serialized_end=1072
+  _globals['_SITE_STATUS']._serialized_start=1001
+  _globals['_SITE_STATUS']._serialized_end=1072
+  _globals['_CREATESITEREQUEST']._serialized_start=1074
+  _globals['_CREATESITEREQUEST']._serialized_end=1171
+  _globals['_GETSITEREQUEST']._serialized_start=1173
+  _globals['_GETSITEREQUEST']._serialized_end=1203
+  _globals['_LISTSITESREQUEST']._serialized_start=1205
+  _globals['_LISTSITESREQUEST']._serialized_end=1296
+  _globals['_LISTSITESRESPONSE']._serialized_start=1298
+  _globals['_LISTSITESRESPONSE']._serialized_end=1384
+  _globals['_UPDATESITEREQUEST']._serialized_start=1387
+  _globals['_UPDATESITEREQUEST']._serialized_end=1532
+  _globals['_SUSPENDSITEREQUEST']._serialized_start=1534
+  _globals['_SUSPENDSITEREQUEST']._serialized_end=1618
+  _globals['_REACTIVATESITEREQUEST']._serialized_start=1620
+  _globals['_REACTIVATESITEREQUEST']._serialized_end=1707
+  _globals['_CLOSESITEREQUEST']._serialized_start=1709
+  _globals['_CLOSESITEREQUEST']._serialized_end=1791
+  _globals['_IMPORTSITESREQUEST']._serialized_start=1794
+  _globals['_IMPORTSITESREQUEST']._serialized_end=1972
+  _globals['_IMPORTSITESREQUEST_FORMAT']._serialized_start=1920
+  _globals['_IMPORTSITESREQUEST_FORMAT']._serialized_end=1972
+  _globals['_IMPORTROWERROR']._serialized_start=1974
+  _globals['_IMPORTROWERROR']._serialized_end=2040
+  _globals['_IMPORTSITESRESPONSE']._serialized_start=2043
+  _globals['_IMPORTSITESRESPONSE']._serialized_end=2188
+  _globals['_SITEAUDITENTRY']._serialized_start=2191
+  _globals['_SITEAUDITENTRY']._serialized_end=2446
+  _globals['_LISTSITEAUDITENTRIESREQUEST']._serialized_start=2448
+  _globals['_LISTSITEAUDITENTRIESREQUEST']._serialized_end=2532
+  _globals['_LISTSITEAUDITENTRIESRESPONSE']._serialized_start=2534
+  _globals['_LISTSITEAUDITENTRIESRESPONSE']._serialized_end=2649
+  _globals['_SITEREGISTRY']._serialized_start=2652
+  _globals['_SITEREGISTRY']._serialized_end=3469
 # @@protoc_insertion_point(module_scope)

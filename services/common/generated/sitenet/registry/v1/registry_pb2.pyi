@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import date_pb2 as _date_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,66 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class PrincipalInvestigator(_message.Message):
+    """A principal investigator at a site."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SPECIALTY_FIELD_NUMBER: _builtins.int
+    display_name: _builtins.str
+    """Full name."""
+    specialty: _builtins.str
+    """Specialty, e.g. `medical oncology`."""
+    def __init__(
+        self,
+        *,
+        display_name: _builtins.str = ...,
+        specialty: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "specialty", b"specialty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrincipalInvestigator: _TypeAlias = PrincipalInvestigator  # noqa: Y015
+
+@_typing.final
+class Contact(_message.Message):
+    """A person or office to contact at a site."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """Role of the contact, e.g. `clinical trial centre`, `irb office`."""
+    display_name: _builtins.str
+    """Name of the person or office."""
+    email: _builtins.str
+    """E-mail address."""
+    phone: _builtins.str
+    """Telephone number."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        email: _builtins.str = ...,
+        phone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "phone", b"phone", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contact: _TypeAlias = Contact  # noqa: Y015
 
 @_typing.final
 class Site(_message.Message):
@@ -69,6 +130,13 @@ class Site(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    MFDS_DESIGNATION_NUMBER_FIELD_NUMBER: _builtins.int
+    MFDS_DESIGNATION_DATE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_INVESTIGATORS_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    STATUS_CHANGE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `sites/{site}`."""
     display_name_en: _builtins.str
@@ -91,6 +159,12 @@ class Site(_message.Message):
     """Output only. Changes with every update; send it back on update to detect conflicts."""
     time_zone: _builtins.str
     """IANA time zone of the site's calendar dates, e.g. `Asia/Seoul`."""
+    address: _builtins.str
+    """Street address."""
+    mfds_designation_number: _builtins.str
+    """MFDS designation number as a clinical-trial institution, where known."""
+    status_reason: _builtins.str
+    """Output only. Why the status last changed."""
     @_builtins.property
     def therapeutic_areas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Therapeutic areas the site works in, e.g. `oncology`."""
@@ -106,6 +180,22 @@ class Site(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the site last changed."""
+
+    @_builtins.property
+    def mfds_designation_date(self) -> _date_pb2.Date:
+        """Date of the MFDS designation, where known."""
+
+    @_builtins.property
+    def principal_investigators(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrincipalInvestigator]:
+        """Principal investigators."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]:
+        """Contacts."""
+
+    @_builtins.property
+    def status_change_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the status last changed."""
 
     def __init__(
         self,
@@ -125,10 +215,17 @@ class Site(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         time_zone: _builtins.str = ...,
+        address: _builtins.str = ...,
+        mfds_designation_number: _builtins.str = ...,
+        mfds_designation_date: _date_pb2.Date | None = ...,
+        principal_investigators: _abc.Iterable[Global___PrincipalInvestigator] | None = ...,
+        contacts: _abc.Iterable[Global___Contact] | None = ...,
+        status_reason: _builtins.str = ...,
+        status_change_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "mfds_designation_date", b"mfds_designation_date", "status_change_time", b"status_change_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "city", b"city", "country_code", b"country_code", "create_time", b"create_time", "display_name_en", b"display_name_en", "display_name_ko", b"display_name_ko", "etag", b"etag", "institution", b"institution", "irb_of_record", b"irb_of_record", "name", b"name", "region_code", b"region_code", "status", b"status", "therapeutic_areas", b"therapeutic_areas", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capabilities", b"capabilities", "city", b"city", "contacts", b"contacts", "country_code", b"country_code", "create_time", b"create_time", "display_name_en", b"display_name_en", "display_name_ko", b"display_name_ko", "etag", b"etag", "institution", b"institution", "irb_of_record", b"irb_of_record", "mfds_designation_date", b"mfds_designation_date", "mfds_designation_number", b"mfds_designation_number", "name", b"name", "principal_investigators", b"principal_investigators", "region_code", b"region_code", "status", b"status", "status_change_time", b"status_change_time", "status_reason", b"status_reason", "therapeutic_areas", b"therapeutic_areas", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,22 +296,29 @@ class ListSitesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Page size: 0 means the default (50); above 1000 is treated as 1000."""
     page_token: _builtins.str
     """Token from a previous ListSitesResponse."""
     filter: _builtins.str
     """Filter, e.g. `country_code = "KR" AND status = ACTIVE`."""
+    order_by: _builtins.str
+    """Sort order: one of `display_name_en`, `display_name_ko`, `country_code`,
+    `region_code`, `city`, `create_time`, `update_time`, optionally ` desc`;
+    ties are broken by resource name. Empty: resource name.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         filter: _builtins.str = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,8 +361,11 @@ class UpdateSiteRequest(_message.Message):
     SITE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Optional idempotency key (UUID)."""
+    reason: _builtins.str
+    """Optional: why, kept in the audit trail and the event."""
     @_builtins.property
     def site(self) -> Global___Site:
         """The site with its `name`, the new values and, optionally, the `etag` last read."""
@@ -273,11 +380,355 @@ class UpdateSiteRequest(_message.Message):
         site: Global___Site | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["site", b"site", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "site", b"site", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "site", b"site", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateSiteRequest: _TypeAlias = UpdateSiteRequest  # noqa: Y015
+
+@_typing.final
+class SuspendSiteRequest(_message.Message):
+    """Request for SuspendSite."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `sites/{site}`."""
+    reason: _builtins.str
+    """Why; required."""
+    etag: _builtins.str
+    """Optional etag last read; a stale one gets ABORTED."""
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendSiteRequest: _TypeAlias = SuspendSiteRequest  # noqa: Y015
+
+@_typing.final
+class ReactivateSiteRequest(_message.Message):
+    """Request for ReactivateSite."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `sites/{site}`."""
+    reason: _builtins.str
+    """Why; required."""
+    etag: _builtins.str
+    """Optional etag last read; a stale one gets ABORTED."""
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReactivateSiteRequest: _TypeAlias = ReactivateSiteRequest  # noqa: Y015
+
+@_typing.final
+class CloseSiteRequest(_message.Message):
+    """Request for CloseSite."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `sites/{site}`."""
+    reason: _builtins.str
+    """Why; required."""
+    etag: _builtins.str
+    """Optional etag last read; a stale one gets ABORTED."""
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSiteRequest: _TypeAlias = CloseSiteRequest  # noqa: Y015
+
+@_typing.final
+class ImportSitesRequest(_message.Message):
+    """Request for ImportSites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Format:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ImportSitesRequest._Format.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FORMAT_UNSPECIFIED: ImportSitesRequest._Format.ValueType  # 0
+        """Not set: invalid."""
+        CSV: ImportSitesRequest._Format.ValueType  # 1
+        """CSV with a header row of Site field names; lists separated by `;`."""
+        JSONL: ImportSitesRequest._Format.ValueType  # 2
+        """One JSON object per line: `site_id` plus Site fields in proto3 JSON form."""
+
+    class Format(_Format, metaclass=_FormatEnumTypeWrapper):
+        """Format of `content`."""
+
+    FORMAT_UNSPECIFIED: ImportSitesRequest.Format.ValueType  # 0
+    """Not set: invalid."""
+    CSV: ImportSitesRequest.Format.ValueType  # 1
+    """CSV with a header row of Site field names; lists separated by `;`."""
+    JSONL: ImportSitesRequest.Format.ValueType  # 2
+    """One JSON object per line: `site_id` plus Site fields in proto3 JSON form."""
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """The file's bytes (UTF-8); the whole request must fit gRPC's 4 MiB message limit."""
+    format: Global___ImportSitesRequest.Format.ValueType
+    """Format of `content`."""
+    allow_partial: _builtins.bool
+    """Write the good rows even when some rows are bad."""
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        format: Global___ImportSitesRequest.Format.ValueType = ...,
+        allow_partial: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "content", b"content", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSitesRequest: _TypeAlias = ImportSitesRequest  # noqa: Y015
+
+@_typing.final
+class ImportRowError(_message.Message):
+    """A row of an import that could not be used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """1-based line number in the file."""
+    field: _builtins.str
+    """Field at fault (empty for the whole row)."""
+    description: _builtins.str
+    """What is wrong."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field", "line", b"line"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportRowError: _TypeAlias = ImportRowError  # noqa: Y015
+
+@_typing.final
+class ImportSitesResponse(_message.Message):
+    """Response for ImportSites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_COUNT_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    CREATED_SITES_FIELD_NUMBER: _builtins.int
+    created_count: _builtins.int
+    """Sites registered by this import."""
+    unchanged_count: _builtins.int
+    """Rows identical to a site already registered (nothing written)."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRowError]:
+        """Every bad row and field."""
+
+    @_builtins.property
+    def created_sites(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Resource names of the sites registered."""
+
+    def __init__(
+        self,
+        *,
+        created_count: _builtins.int = ...,
+        unchanged_count: _builtins.int = ...,
+        errors: _abc.Iterable[Global___ImportRowError] | None = ...,
+        created_sites: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_count", b"created_count", "created_sites", b"created_sites", "errors", b"errors", "unchanged_count", b"unchanged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSitesResponse: _TypeAlias = ImportSitesResponse  # noqa: Y015
+
+@_typing.final
+class SiteAuditEntry(_message.Message):
+    """One change to a site, as kept for the audit trail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `sites/{site}/auditEntries/{entry}`."""
+    action: _builtins.str
+    """What was done: `CREATE`, `UPDATE`, `SUSPEND`, `REACTIVATE`, `CLOSE`, `IMPORT`."""
+    actor: _builtins.str
+    """Token subject of who did it."""
+    actor_role: _builtins.str
+    """Role of who did it."""
+    reason: _builtins.str
+    """Why."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def before(self) -> Global___Site:
+        """The site before the change; unset on create."""
+
+    @_builtins.property
+    def after(self) -> Global___Site:
+        """The site after the change."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields that changed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        action: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        actor_role: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        before: Global___Site | None = ...,
+        after: Global___Site | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "actor_role", b"actor_role", "after", b"after", "before", b"before", "changed_fields", b"changed_fields", "create_time", b"create_time", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteAuditEntry: _TypeAlias = SiteAuditEntry  # noqa: Y015
+
+@_typing.final
+class ListSiteAuditEntriesRequest(_message.Message):
+    """Request for ListSiteAuditEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The site: `sites/{site}`."""
+    page_size: _builtins.int
+    """Page size: 0 means the default (50); above 1000 is treated as 1000."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteAuditEntriesRequest: _TypeAlias = ListSiteAuditEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListSiteAuditEntriesResponse(_message.Message):
+    """Response for ListSiteAuditEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIT_ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def audit_entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteAuditEntry]:
+        """The page of entries, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        audit_entries: _abc.Iterable[Global___SiteAuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_entries", b"audit_entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteAuditEntriesResponse: _TypeAlias = ListSiteAuditEntriesResponse  # noqa: Y015

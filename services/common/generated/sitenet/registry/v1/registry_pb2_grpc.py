@@ -56,6 +56,31 @@ class SiteRegistryStub:
                 request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.UpdateSiteRequest.SerializeToString,
                 response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
                 _registered_method=True)
+        self.SuspendSite = channel.unary_unary(
+                '/sitenet.registry.v1.SiteRegistry/SuspendSite',
+                request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.SuspendSiteRequest.SerializeToString,
+                response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+                _registered_method=True)
+        self.ReactivateSite = channel.unary_unary(
+                '/sitenet.registry.v1.SiteRegistry/ReactivateSite',
+                request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ReactivateSiteRequest.SerializeToString,
+                response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+                _registered_method=True)
+        self.CloseSite = channel.unary_unary(
+                '/sitenet.registry.v1.SiteRegistry/CloseSite',
+                request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.CloseSiteRequest.SerializeToString,
+                response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+                _registered_method=True)
+        self.ImportSites = channel.unary_unary(
+                '/sitenet.registry.v1.SiteRegistry/ImportSites',
+                request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesRequest.SerializeToString,
+                response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesResponse.FromString,
+                _registered_method=True)
+        self.ListSiteAuditEntries = channel.unary_unary(
+                '/sitenet.registry.v1.SiteRegistry/ListSiteAuditEntries',
+                request_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesRequest.SerializeToString,
+                response_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class SiteRegistryServicer:
@@ -79,7 +104,7 @@ class SiteRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSites(self, request, context):
-        """Lists sites in resource-name order, one page at a time.
+        """Lists sites in `order_by` order (default: resource name), one page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,6 +112,42 @@ class SiteRegistryServicer:
 
     def UpdateSite(self, request, context):
         """Updates the fields named in `update_mask`; a stale `etag` gets ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendSite(self, request, context):
+        """Suspends an active site (AIP-136 custom method `:suspend`); needs a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReactivateSite(self, request, context):
+        """Reactivates a suspended site (`:reactivate`); needs a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSite(self, request, context):
+        """Closes a site for good (`:close`); needs a reason. Closed is final.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSites(self, request, context):
+        """Registers many sites from a CSV or JSON-lines file. A file with any bad row
+        writes nothing unless `allow_partial` is set; every bad row is reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSiteAuditEntries(self, request, context):
+        """Lists the audit trail of a site, oldest first. Entries are append-only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +175,31 @@ def add_SiteRegistryServicer_to_server(servicer, server):
                     servicer.UpdateSite,
                     request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.UpdateSiteRequest.FromString,
                     response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.SerializeToString,
+            ),
+            'SuspendSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendSite,
+                    request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.SuspendSiteRequest.FromString,
+                    response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.SerializeToString,
+            ),
+            'ReactivateSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReactivateSite,
+                    request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ReactivateSiteRequest.FromString,
+                    response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.SerializeToString,
+            ),
+            'CloseSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSite,
+                    request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.CloseSiteRequest.FromString,
+                    response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.SerializeToString,
+            ),
+            'ImportSites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSites,
+                    request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesRequest.FromString,
+                    response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesResponse.SerializeToString,
+            ),
+            'ListSiteAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSiteAuditEntries,
+                    request_deserializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesRequest.FromString,
+                    response_serializer=sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +312,141 @@ class SiteRegistry:
             '/sitenet.registry.v1.SiteRegistry/UpdateSite',
             sitenet_dot_registry_dot_v1_dot_registry__pb2.UpdateSiteRequest.SerializeToString,
             sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.registry.v1.SiteRegistry/SuspendSite',
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.SuspendSiteRequest.SerializeToString,
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReactivateSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.registry.v1.SiteRegistry/ReactivateSite',
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.ReactivateSiteRequest.SerializeToString,
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.registry.v1.SiteRegistry/CloseSite',
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.CloseSiteRequest.SerializeToString,
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.Site.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.registry.v1.SiteRegistry/ImportSites',
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesRequest.SerializeToString,
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.ImportSitesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSiteAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.registry.v1.SiteRegistry/ListSiteAuditEntries',
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesRequest.SerializeToString,
+            sitenet_dot_registry_dot_v1_dot_registry__pb2.ListSiteAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,9 +42,21 @@ class SiteRegistryStub:
     GetSite: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetSiteRequest, _registry_pb2.Site]
     """Gets one site by resource name `sites/{site}`."""
     ListSites: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListSitesRequest, _registry_pb2.ListSitesResponse]
-    """Lists sites in resource-name order, one page at a time."""
+    """Lists sites in `order_by` order (default: resource name), one page at a time."""
     UpdateSite: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateSiteRequest, _registry_pb2.Site]
     """Updates the fields named in `update_mask`; a stale `etag` gets ABORTED."""
+    SuspendSite: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SuspendSiteRequest, _registry_pb2.Site]
+    """Suspends an active site (AIP-136 custom method `:suspend`); needs a reason."""
+    ReactivateSite: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReactivateSiteRequest, _registry_pb2.Site]
+    """Reactivates a suspended site (`:reactivate`); needs a reason."""
+    CloseSite: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CloseSiteRequest, _registry_pb2.Site]
+    """Closes a site for good (`:close`); needs a reason. Closed is final."""
+    ImportSites: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ImportSitesRequest, _registry_pb2.ImportSitesResponse]
+    """Registers many sites from a CSV or JSON-lines file. A file with any bad row
+    writes nothing unless `allow_partial` is set; every bad row is reported.
+    """
+    ListSiteAuditEntries: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListSiteAuditEntriesRequest, _registry_pb2.ListSiteAuditEntriesResponse]
+    """Lists the audit trail of a site, oldest first. Entries are append-only."""
 
 @_typing.type_check_only
 class SiteRegistryAsyncStub(SiteRegistryStub):
@@ -60,9 +72,21 @@ class SiteRegistryAsyncStub(SiteRegistryStub):
     GetSite: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetSiteRequest, _registry_pb2.Site]  # type: ignore[assignment]
     """Gets one site by resource name `sites/{site}`."""
     ListSites: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListSitesRequest, _registry_pb2.ListSitesResponse]  # type: ignore[assignment]
-    """Lists sites in resource-name order, one page at a time."""
+    """Lists sites in `order_by` order (default: resource name), one page at a time."""
     UpdateSite: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateSiteRequest, _registry_pb2.Site]  # type: ignore[assignment]
     """Updates the fields named in `update_mask`; a stale `etag` gets ABORTED."""
+    SuspendSite: _aio.UnaryUnaryMultiCallable[_registry_pb2.SuspendSiteRequest, _registry_pb2.Site]  # type: ignore[assignment]
+    """Suspends an active site (AIP-136 custom method `:suspend`); needs a reason."""
+    ReactivateSite: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReactivateSiteRequest, _registry_pb2.Site]  # type: ignore[assignment]
+    """Reactivates a suspended site (`:reactivate`); needs a reason."""
+    CloseSite: _aio.UnaryUnaryMultiCallable[_registry_pb2.CloseSiteRequest, _registry_pb2.Site]  # type: ignore[assignment]
+    """Closes a site for good (`:close`); needs a reason. Closed is final."""
+    ImportSites: _aio.UnaryUnaryMultiCallable[_registry_pb2.ImportSitesRequest, _registry_pb2.ImportSitesResponse]  # type: ignore[assignment]
+    """Registers many sites from a CSV or JSON-lines file. A file with any bad row
+    writes nothing unless `allow_partial` is set; every bad row is reported.
+    """
+    ListSiteAuditEntries: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListSiteAuditEntriesRequest, _registry_pb2.ListSiteAuditEntriesResponse]  # type: ignore[assignment]
+    """Lists the audit trail of a site, oldest first. Entries are append-only."""
 
 class SiteRegistryServicer(metaclass=_abc_1.ABCMeta):
     """The registry of clinical-trial sites of the network: the one source every
@@ -93,7 +117,7 @@ class SiteRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListSitesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListSitesResponse, _abc.Awaitable[_registry_pb2.ListSitesResponse]]:
-        """Lists sites in resource-name order, one page at a time."""
+        """Lists sites in `order_by` order (default: resource name), one page at a time."""
 
     @_abc_1.abstractmethod
     def UpdateSite(
@@ -102,5 +126,47 @@ class SiteRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Site, _abc.Awaitable[_registry_pb2.Site]]:
         """Updates the fields named in `update_mask`; a stale `etag` gets ABORTED."""
+
+    @_abc_1.abstractmethod
+    def SuspendSite(
+        self,
+        request: _registry_pb2.SuspendSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Site, _abc.Awaitable[_registry_pb2.Site]]:
+        """Suspends an active site (AIP-136 custom method `:suspend`); needs a reason."""
+
+    @_abc_1.abstractmethod
+    def ReactivateSite(
+        self,
+        request: _registry_pb2.ReactivateSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Site, _abc.Awaitable[_registry_pb2.Site]]:
+        """Reactivates a suspended site (`:reactivate`); needs a reason."""
+
+    @_abc_1.abstractmethod
+    def CloseSite(
+        self,
+        request: _registry_pb2.CloseSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Site, _abc.Awaitable[_registry_pb2.Site]]:
+        """Closes a site for good (`:close`); needs a reason. Closed is final."""
+
+    @_abc_1.abstractmethod
+    def ImportSites(
+        self,
+        request: _registry_pb2.ImportSitesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ImportSitesResponse, _abc.Awaitable[_registry_pb2.ImportSitesResponse]]:
+        """Registers many sites from a CSV or JSON-lines file. A file with any bad row
+        writes nothing unless `allow_partial` is set; every bad row is reported.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSiteAuditEntries(
+        self,
+        request: _registry_pb2.ListSiteAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListSiteAuditEntriesResponse, _abc.Awaitable[_registry_pb2.ListSiteAuditEntriesResponse]]:
+        """Lists the audit trail of a site, oldest first. Entries are append-only."""
 
 def add_SiteRegistryServicer_to_server(servicer: SiteRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
