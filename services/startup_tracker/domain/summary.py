@@ -115,10 +115,10 @@ def group(scope: str, sites: Sequence[StudySite], template: MilestoneTemplate,
         today = today_at(s)
         late = s.overdue(template, today)
         late_sites += bool(late)
-        for key, days in late:
+        for key, late_days in late:
             target = s.target_date(template, key)
             assert target is not None
-            overdue.append(Overdue(s.name, key, target, days))
+            overdue.append(Overdue(s.name, key, target, late_days))
         planned = s.planned_activation_date(template)
         if s.done("site-activated"):
             counts["activated"] += 1
