@@ -143,6 +143,20 @@ class CountryApproval:
             MilestoneStatus.DONE, MilestoneStatus.APPROVED_WITH_CONDITIONS)
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One audit entry, as stored: before and after are JSON texts."""
+
+    entry_id: int
+    milestone: str
+    before: str
+    after: str
+    actor: str
+    role: str
+    reason: str
+    record_time: dt.datetime
+
+
 class StudySiteStatus(StrEnum):
     NOT_STARTED = "NOT_STARTED"
     IN_STARTUP = "IN_STARTUP"
