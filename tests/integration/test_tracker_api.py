@@ -159,6 +159,11 @@ async def test_update_study_with_mask_and_etag(shared_system: RunningSystem) -> 
     after = await system.tracker.GetStudy(startup_pb2.GetStudyRequest(name=study.name),
                                           metadata=system.admin)
     assert (after.title, after.etag) == ("Renamed", '"2"')
+    audit = await system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
+        parent=study.name), metadata=sponsor)
+    assert [e.milestone for e in audit.entries] == ["study"]  # refusals left no entry
+    assert '"Renamed"' in audit.entries[0].after_json
+    assert f'"{study.title}"' in audit.entries[0].before_json
 
 
 async def test_list_studies_scoping_paging_and_filters(shared_system: RunningSystem) -> None:
@@ -343,6 +348,14 @@ async def test_country_approval_gates_activation(shared_system: RunningSystem) -
         name=kr, reason="wrong date", approval=approval(
             status=startup_pb2.DONE, decision_date=day("2026-02-17"))),
         metadata=system.admin), grpc.StatusCode.FAILED_PRECONDITION)
+    audit = await system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
+        parent=study.name), metadata=system.admin)
+    assert [(e.milestone, e.role) for e in audit.entries] == [("country-approval/KR",
+                                                                "sponsor")]
+    assert '"IND-2026-001"' in audit.entries[0].after_json
+    await fails(system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
+        parent=study.name), metadata=system.auth("site", sites=[ss.site.removeprefix("sites/")])),
+        grpc.StatusCode.NOT_FOUND)
     got = await system.tracker.GetStudy(startup_pb2.GetStudyRequest(name=study.name),
                                         metadata=system.admin)
     assert [(a.country_code, a.decision_date, a.reference) for a in got.country_approvals] == \

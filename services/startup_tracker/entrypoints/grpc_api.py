@@ -327,8 +327,11 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
     async def ListMilestoneHistory(self, request: startup_pb2.ListMilestoneHistoryRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> startup_pb2.ListMilestoneHistoryResponse:
-        study_id, site_id = parse(request.parent, "studies/{study}/sites/{site}",
-                                  field="parent")
+        if request.parent.count("/") == 1:  # the study's own entries: updates, approvals
+            (study_id,), site_id = parse(request.parent, "studies/{study}", field="parent"), ""
+        else:
+            study_id, site_id = parse(request.parent, "studies/{study}/sites/{site}",
+                                      field="parent")
         entries, token = await self._service.list_milestone_history(
             current_principal(), study_id, site_id, request.page_size, request.page_token)
         return startup_pb2.ListMilestoneHistoryResponse(

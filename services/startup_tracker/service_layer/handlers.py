@@ -336,9 +336,13 @@ class StartupTrackerService:
                                                   "is not a token this list returned")])
         async with self._uow() as uow:
             study = await self._visible_study(uow, principal, study_id)
-            self._check_study_site_visible(principal, study, site_id)
-            if await uow.study_sites.get(study_id, site_id) is None:
-                raise NotFound(f"studies/{study_id}/sites/{site_id}")
+            if not site_id:  # study-level entries: for those who may read the whole study
+                if not principal.may_read_study(study.details.sponsor_org):
+                    raise NotFound(study.name)
+            else:
+                self._check_study_site_visible(principal, study, site_id)
+                if await uow.study_sites.get(study_id, site_id) is None:
+                    raise NotFound(f"studies/{study_id}/sites/{site_id}")
             entries = await uow.history.list(study_id, site_id,
                                              int(after) if after else None, size + 1)
         more = len(entries) > size

@@ -928,7 +928,9 @@ class ListMilestoneHistoryRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
-    """`studies/{study}/sites/{site}`."""
+    """`studies/{study}/sites/{site}` for a study-site's milestones, or `studies/{study}`
+    for the study's own entries (`study` updates, `country-approval/{country}`).
+    """
     page_size: _builtins.int
     """Page size: 0 means the default (50); above 1000 is treated as 1000."""
     page_token: _builtins.str

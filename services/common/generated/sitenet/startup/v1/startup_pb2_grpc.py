@@ -161,7 +161,8 @@ class StartupTrackerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMilestoneHistory(self, request, context):
-        """Lists the audit entries of a study-site's milestones (append-only), oldest first.
+        """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+        study's own changes and country approvals.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,7 +54,9 @@ class StartupTrackerStub:
     it gates activation of every site of the study in that country.
     """
     ListMilestoneHistory: _grpc.UnaryUnaryMultiCallable[_startup_pb2.ListMilestoneHistoryRequest, _startup_pb2.ListMilestoneHistoryResponse]
-    """Lists the audit entries of a study-site's milestones (append-only), oldest first."""
+    """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+    study's own changes and country approvals.
+    """
     GetActivationSummary: _grpc.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]
     """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
 
@@ -84,7 +86,9 @@ class StartupTrackerAsyncStub(StartupTrackerStub):
     it gates activation of every site of the study in that country.
     """
     ListMilestoneHistory: _aio.UnaryUnaryMultiCallable[_startup_pb2.ListMilestoneHistoryRequest, _startup_pb2.ListMilestoneHistoryResponse]  # type: ignore[assignment]
-    """Lists the audit entries of a study-site's milestones (append-only), oldest first."""
+    """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+    study's own changes and country approvals.
+    """
     GetActivationSummary: _aio.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]  # type: ignore[assignment]
     """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
 
@@ -171,7 +175,9 @@ class StartupTrackerServicer(metaclass=_abc_1.ABCMeta):
         request: _startup_pb2.ListMilestoneHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_startup_pb2.ListMilestoneHistoryResponse, _abc.Awaitable[_startup_pb2.ListMilestoneHistoryResponse]]:
-        """Lists the audit entries of a study-site's milestones (append-only), oldest first."""
+        """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+        study's own changes and country approvals.
+        """
 
     @_abc_1.abstractmethod
     def GetActivationSummary(
