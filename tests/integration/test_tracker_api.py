@@ -430,6 +430,19 @@ async def test_study_site_filters_and_errors(shared_system: RunningSystem) -> No
     assert await listed("overdue = true") == {name[seoul.name], name[tokyo.name]}
     assert await listed('overdue = true AND country_code = "KR"') == {name[seoul.name]}
     assert await listed("flagged = true") == set()
+    pages, token = [], ""
+    while True:  # filtered in memory, paged by site id
+        page = await system.tracker.ListStudySites(startup_pb2.ListStudySitesRequest(
+            parent=study.name, filter='country_code = "KR"', page_size=1, page_token=token),
+            metadata=system.admin)
+        pages.append([s.name for s in page.study_sites])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [[n] for n in sorted([name[seoul.name], name[busan.name]])]
+    await fails(system.tracker.ListStudySites(startup_pb2.ListStudySitesRequest(
+        parent=study.name, filter='country_code = "JP"', page_token=page.next_page_token or
+        "x"), metadata=system.admin), grpc.StatusCode.INVALID_ARGUMENT)
     overdue = await system.tracker.GetStudySite(startup_pb2.GetStudySiteRequest(
         name=name[seoul.name]), metadata=system.admin)
     cda = next(m for m in overdue.milestones if m.milestone == "cda-executed")

@@ -154,13 +154,7 @@ async def test_suspended_site_is_flagged_and_cannot_be_activated(
                                  display_name_ko=site.display_name_ko, country_code="KR",
                                  region_code="KR-11", status="SUSPENDED",
                                  time_zone="Asia/Seoul", version=2)
-    # What the registry publishes when it suspends a site (its status RPC is issue 3's).
-    publisher = KafkaPublisher(system.settings.bootstrap_servers, "test-registry")
-    await publisher.publish([Envelope(
-        type="sitenet.events.v1.SiteUpdated", source="//sitenet/site-registry",
-        subject=site.name, topic=system.settings.topic(topics.SITES.name), key="snuh",
-        data=events_pb2.SiteUpdated(site=state, changed_fields=["status"]).SerializeToString())])
-    await publisher.close()
+    await publish_site(system, state)
     deadline = time.monotonic() + 15
     while True:
         got = await system.tracker.GetStudySite(startup_pb2.GetStudySiteRequest(name=ss.name),
@@ -181,7 +175,8 @@ async def test_suspended_site_is_flagged_and_cannot_be_activated(
         [(ss.name, True, "SUSPENDED")]
     assert {r.key for r in records} == {"flagged"}
 
-    # A suspended site cannot join another study, nor be activated in this one.
+    # A suspended site cannot join another study, nor be activated in this one (below);
+    # active again, the flag is cleared with an event.
     other = await create_study(system, "other")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await add_study_site(system, other.name, site.name)
@@ -195,3 +190,29 @@ async def test_suspended_site_is_flagged_and_cannot_be_activated(
         await record(system, ss.name, "site-activated", "2026-03-15")
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "SUSPENDED" in (caught.value.details() or "")
+
+    await publish_site(system, state, status="ACTIVE", version=3)
+    records = await read_topic(
+        system.settings.bootstrap_servers, system.settings.topic(topics.STUDIES.name),
+        lambda rs: sum(r.ce_type.endswith("StudySiteFlagged") for r in rs) == 2)
+    flags = [events_pb2.StudySiteFlagged.FromString(r.value).flagged for r in records
+             if r.ce_type.endswith("StudySiteFlagged")]
+    assert flags == [True, False]
+    activated = await record(system, ss.name, "site-activated", "2026-03-15")
+    assert activated.status == startup_pb2.DONE
+
+
+async def publish_site(system: RunningSystem, state: events_pb2.SiteState, **change: object
+                       ) -> None:
+    """What the registry publishes when a site's status changes (its RPC is issue 3's)."""
+    site = events_pb2.SiteState()
+    site.CopyFrom(state)
+    for field, value in change.items():
+        setattr(site, field, value)
+    publisher = KafkaPublisher(system.settings.bootstrap_servers, "test-registry")
+    await publisher.publish([Envelope(
+        type="sitenet.events.v1.SiteUpdated", source="//sitenet/site-registry",
+        subject=site.name, topic=system.settings.topic(topics.SITES.name),
+        key=site.name.removeprefix("sites/"),
+        data=events_pb2.SiteUpdated(site=site, changed_fields=["status"]).SerializeToString())])
+    await publisher.close()

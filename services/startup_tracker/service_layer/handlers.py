@@ -428,12 +428,13 @@ class StartupTrackerService:
             if request_id and await uow.requests.seen(request_id):
                 return before
             now = self.clock()
-            activated = [s for s in await uow.study_sites.all_of_study(study_id, None)
-                         if s.site.country_code == country and s.done("site-activated")]
-            # The country's own calendar: its first site's time zone, else UTC.
-            zone = next((s.site.time_zone for s in activated if s.site.time_zone), "UTC")
-            if zone == "UTC" and country == "KR":
-                zone = "Asia/Seoul"
+            in_country = [s for s in await uow.study_sites.all_of_study(study_id, None)
+                          if s.site.country_code == country]
+            activated = [s for s in in_country if s.done("site-activated")]
+            # The country's calendar: its sites' time zone (as the registry set it), else
+            # Seoul for KR, else UTC.
+            zone = next((s.site.time_zone for s in in_country if s.site.time_zone),
+                        "Asia/Seoul" if country == "KR" else "UTC")
             today = now.astimezone(ZoneInfo(zone)).date()
             after = record_country_approval(study, country, before, change, today, now,
                                             activated)

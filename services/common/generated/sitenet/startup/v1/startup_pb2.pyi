@@ -197,7 +197,9 @@ class Study(_message.Message):
 
     @_builtins.property
     def country_approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___CountryApproval]:
-        """Output only. Regulatory approvals recorded per country."""
+        """Output only. Regulatory approvals recorded per country (in GetStudy, CreateStudy and
+        UpdateStudy answers; ListStudies leaves it empty).
+        """
 
     def __init__(
         self,
