@@ -112,6 +112,11 @@ def catalog() -> None:
     typer.echo(catalog_markdown())
 
 
+from services.cli.startup import register as register_startup  # noqa: E402 - after app
+
+register_startup(app)
+
+
 def main() -> None:
     app()
 

@@ -173,3 +173,26 @@ def parse(text: str, fields: Mapping[str, object]) -> Node | None:
     if parser.peek() is not None:
         raise _bad(f"unexpected {parser.peek()[1]!r}")  # type: ignore[index]
     return node
+
+
+def matches(node: Node | None, values: Mapping[str, str | tuple[str, ...]]) -> bool:
+    """Evaluate a filter on values computed in memory (for fields no column holds, such as
+    whether a site is overdue today). Text compares case-insensitively; booleans as
+    `true`/`false`; a tuple is a list field (`:` means has)."""
+    if node is None:
+        return True
+    if isinstance(node, And):
+        return all(matches(t, values) for t in node.terms)
+    if isinstance(node, Or):
+        return any(matches(t, values) for t in node.terms)
+    if isinstance(node, Not):
+        return not matches(node.term, values)
+    if isinstance(node, Text):
+        raise _bad("free text is not supported here")
+    value = values[node.field]
+    wanted = node.value.casefold()
+    if isinstance(value, tuple):
+        found = wanted in (v.casefold() for v in value)
+    else:
+        found = value.casefold() == wanted
+    return not found if node.op == "!=" else found

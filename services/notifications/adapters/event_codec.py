@@ -12,7 +12,9 @@ EVENT_TYPES: dict[str, type[Message]] = {
     cls.DESCRIPTOR.full_name: cls
     for cls in (events_pb2.SiteRegistered, events_pb2.SiteUpdated, events_pb2.StudyCreated,
                 events_pb2.StudySiteAdded, events_pb2.MilestoneRecorded,
-                events_pb2.SiteStatusChanged)
+                events_pb2.SiteStatusChanged,
+                events_pb2.StudyUpdated, events_pb2.CountryApprovalRecorded,
+                events_pb2.StudySiteActivated, events_pb2.StudySiteFlagged)
 }
 
 
@@ -59,4 +61,18 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
             ce_type, message.study_site, milestone_en=after.display_name,
             milestone_ko=after.display_name_ko, status=after.status,
             startup_day=message.startup_day)
+    if isinstance(message, (events_pb2.StudyUpdated, events_pb2.CountryApprovalRecorded)):
+        st = message.study
+        more = {"changed_fields": ", ".join(message.changed_fields)} \
+            if isinstance(message, events_pb2.StudyUpdated) else {
+                "country_code": message.country_code, "authority": message.authority}
+        return EventFacts(event_type=ce_type, study=st.name, sponsor_org=st.sponsor_org,
+                          protocol_number=st.protocol_number,
+                          country_code=getattr(message, "country_code", ""),
+                          status=getattr(message, "status", ""), details=more)
+    if isinstance(message, events_pb2.StudySiteActivated):
+        return _study_site_facts(ce_type, message.study_site, startup_day=message.startup_day)
+    if isinstance(message, events_pb2.StudySiteFlagged):
+        return _study_site_facts(ce_type, message.study_site, status=message.site_status,
+                                 details={"flagged": "true" if message.flagged else "false"})
     raise PoisonEvent(f"no facts for {ce_type}")

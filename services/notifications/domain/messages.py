@@ -30,6 +30,25 @@ def render(facts: EventFacts) -> tuple[str, str]:
             f"{site_en}: {facts.milestone_en} {status_en}{day_en} ({study})",
             f"{site_ko}: {facts.milestone_ko or facts.milestone_en} {status_ko}{day_ko} ({study})",
         )
+    if kind == "StudyUpdated":
+        changed = facts.details.get("changed_fields", "")
+        return (f"Study {study} updated: {changed}", f"임상시험 {study} 정보 변경: {changed}")
+    if kind == "CountryApprovalRecorded":
+        country = facts.details.get("country_code", "")
+        authority = facts.details.get("authority", "")
+        status_en = _STATUS_EN.get(facts.status, facts.status.lower())
+        status_ko = _STATUS_KO.get(facts.status, facts.status)
+        return (f"{authority} approval in {country} {status_en} ({study})",
+                f"{country} {authority} 승인 {status_ko} ({study})")
+    if kind == "StudySiteActivated":
+        day_en = f" on day {facts.startup_day} of start-up" if facts.startup_day > 0 else ""
+        day_ko = f" (스타트업 {facts.startup_day}일차)" if facts.startup_day > 0 else ""
+        return (f"{site_en} activated{day_en} ({study})", f"{site_ko} 개시{day_ko} ({study})")
+    if kind == "StudySiteFlagged":
+        if facts.details.get("flagged") == "true":
+            return (f"{site_en} flagged in {study}: site {facts.status.lower()} in the registry",
+                    f"{site_ko}, {study}에서 주의 표시: 레지스트리에서 {facts.status}")
+        return (f"{site_en} no longer flagged in {study}", f"{site_ko}, {study} 주의 표시 해제")
     if kind == "StudySiteAdded":
         return (f"{site_en} joined study {study}", f"{site_ko}, 임상시험 {study}에 참여")
     if kind == "StudyCreated":

@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import datetime as dt
 
+from google.protobuf.message import Message
+
 from services.common import topics
 from services.common.events import Envelope
 from services.common.identity import Principal
 from services.common.rpc.convert import date_message, timestamp
 from services.common.stream import PoisonEvent
 from services.startup_tracker.domain.events import (
+    CountryApprovalRecorded,
     MilestoneRecorded,
     StudyCreated,
+    StudySiteActivated,
     StudySiteAdded,
+    StudySiteFlagged,
+    StudyUpdated,
     TrackerEvent,
 )
 from services.startup_tracker.domain.model import MilestoneRecord, SiteReplica, Study, StudySite
-from services.startup_tracker.domain.templates import MilestoneDefinition
+from services.startup_tracker.domain.templates import (
+    MilestoneDefinition,
+    MilestoneTemplate,
+    build_template,
+)
 from sitenet.events.v1 import events_pb2
 
 SOURCE = "//sitenet/startup-tracker"
-SiteEvent = (type[events_pb2.SiteRegistered] | type[events_pb2.SiteUpdated]
-             | type[events_pb2.SiteStatusChanged])
-SITE_EVENT_TYPES: dict[str, SiteEvent] = {
-    events_pb2.SiteRegistered.DESCRIPTOR.full_name: events_pb2.SiteRegistered,
-    events_pb2.SiteUpdated.DESCRIPTOR.full_name: events_pb2.SiteUpdated,
-    events_pb2.SiteStatusChanged.DESCRIPTOR.full_name: events_pb2.SiteStatusChanged,
+# Registry events whose `site` field (a SiteState) the replica keeps. Any registry event
+# with such a field (e.g. a SiteStatusChanged) works once it is listed here.
+SITE_EVENT_TYPES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (events_pb2.SiteRegistered, events_pb2.SiteUpdated,
+                events_pb2.SiteStatusChanged)
 }
 
 
@@ -51,8 +61,8 @@ def study_site_ref(study: Study, study_site: StudySite) -> events_pb2.StudySiteR
         protocol_number=study.details.protocol_number)
 
 
-def milestone_state(definition: MilestoneDefinition,
-                    record: MilestoneRecord) -> events_pb2.MilestoneState:
+def milestone_state(definition: MilestoneDefinition, record: MilestoneRecord,
+                    due_date: dt.date | None = None) -> events_pb2.MilestoneState:
     state = events_pb2.MilestoneState(
         milestone=definition.key, display_name=definition.display_name,
         display_name_ko=definition.display_name_ko,
@@ -61,6 +71,8 @@ def milestone_state(definition: MilestoneDefinition,
         value: dt.date | None = getattr(record, field)
         if value is not None:
             getattr(state, field).CopyFrom(date_message(value))
+    if due_date is not None:
+        state.due_date.CopyFrom(date_message(due_date))
     return state
 
 
@@ -82,13 +94,43 @@ class TrackerEventCodec:
             after = event.after
             day = (event.study_site.startup_day(after.actual_date)
                    if after.actual_date else 0)
+            due = event.study_site.target_date(template_of_event(event), event.definition.key)
             message = events_pb2.MilestoneRecorded(
                 study_site=study_site_ref(study, event.study_site),
-                before=milestone_state(event.definition, event.before),
-                after=milestone_state(event.definition, after), actor=actor(event.actor),
+                before=milestone_state(event.definition, event.before, due),
+                after=milestone_state(event.definition, after, due), actor=actor(event.actor),
                 reason=event.reason, startup_day=day,
                 record_time=timestamp(after.update_time or event.study_site.update_time))
             subject = f"{event.study_site.name}/milestones/{event.definition.key}"
+        elif isinstance(event, StudyUpdated):
+            message = events_pb2.StudyUpdated(
+                study=study_state(study), before=study_state(event.before),
+                changed_fields=list(event.changed_fields), actor=actor(event.actor))
+            subject = study.name
+        elif isinstance(event, CountryApprovalRecorded):
+            a = event.after
+            message = events_pb2.CountryApprovalRecorded(
+                study=study_state(study), country_code=a.country_code, authority=a.authority,
+                status=a.status.value if a.status else "",
+                before_status=event.before.status.value if event.before.status else "",
+                actor=actor(event.actor), reason=event.reason, reference=a.reference)
+            if a.decision_date is not None:
+                message.decision_date.CopyFrom(date_message(a.decision_date))
+            subject = f"{study.name}/countries/{a.country_code}"
+        elif isinstance(event, StudySiteActivated):
+            message = events_pb2.StudySiteActivated(
+                study_site=study_site_ref(study, event.study_site),
+                activation_date=date_message(event.activation_date),
+                startup_day=event.study_site.startup_day(event.activation_date),
+                actor=actor(event.actor))
+            subject = event.study_site.name
+        elif isinstance(event, StudySiteFlagged):
+            ss = event.study_site
+            message = events_pb2.StudySiteFlagged(
+                study_site=study_site_ref(study, ss), flagged=ss.flagged,
+                reason=ss.flag_reason or f"site {ss.site.status} in the registry",
+                site_status=ss.site.status)
+            subject = ss.name
         else:  # pragma: no cover
             raise TypeError(f"not a tracker event: {event!r}")
         return [Envelope(
@@ -96,6 +138,10 @@ class TrackerEventCodec:
             source=SOURCE, subject=subject, topic=self._topic, key=study.study_id,
             data=message.SerializeToString(),  # type: ignore[attr-defined]
         )]
+
+
+def template_of_event(event: MilestoneRecorded) -> MilestoneTemplate:
+    return build_template(event.study.template_choice)
 
 
 def site_replica_from(ce_type: str, data: bytes) -> SiteReplica | None:
@@ -107,7 +153,7 @@ def site_replica_from(ce_type: str, data: bytes) -> SiteReplica | None:
         message = message_type.FromString(data)
     except Exception as exc:  # protobuf's DecodeError
         raise PoisonEvent(f"cannot decode {ce_type}: {exc}") from exc
-    s = message.site
+    s: events_pb2.SiteState = getattr(message, "site")  # noqa: B009 - any type with a site
     return SiteReplica(site_id=s.name.removeprefix("sites/"), display_name_en=s.display_name_en,
                        display_name_ko=s.display_name_ko, country_code=s.country_code,
                        region_code=s.region_code, status=s.status, time_zone=s.time_zone,

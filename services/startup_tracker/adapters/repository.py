@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.filtering import Node
 from services.common.sql_filter import FilterField, to_sql
 from services.startup_tracker.adapters.tables import (
+    country_approvals,
     milestone_history,
     milestones,
     sites_replica,
@@ -19,6 +20,8 @@ from services.startup_tracker.adapters.tables import (
     study_sites,
 )
 from services.startup_tracker.domain.model import (
+    CountryApproval,
+    HistoryEntry,
     MilestoneRecord,
     MilestoneStatus,
     Phase,
@@ -27,6 +30,7 @@ from services.startup_tracker.domain.model import (
     StudyDetails,
     StudySite,
 )
+from services.startup_tracker.domain.templates import MilestoneDefinition, TemplateChoice
 
 STUDY_FILTERS = {
     "sponsor_org": FilterField(studies.c.sponsor_org),
@@ -36,26 +40,54 @@ STUDY_FILTERS = {
     "country_codes": FilterField(studies.c.country_codes, kind="list", normalise=str.upper),
 }
 
-STUDY_SITE_FILTERS = {
-    "country_code": FilterField(study_sites.c.country_code, normalise=str.upper),
-    "region_code": FilterField(study_sites.c.region_code, normalise=str.upper),
-    "current_milestone": FilterField(study_sites.c.current_milestone),
-    "site": FilterField(study_sites.c.site_id, normalise=lambda v: v.removeprefix("sites/")),
-}
-
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def choice_json(choice: TemplateChoice) -> str:
+    return json.dumps({
+        "skip": list(choice.skip), "target_days": dict(choice.target_days),
+        "extra": [{"key": m.key, "display_name": m.display_name,
+                   "display_name_ko": m.display_name_ko,
+                   "prerequisites": list(m.prerequisites), "target_days": m.target_days}
+                  for m in choice.extra]})
+
+
+def choice_from(text: str) -> TemplateChoice:
+    data = json.loads(text or "{}")
+    return TemplateChoice(
+        skip=tuple(data.get("skip", ())),
+        target_days=tuple((k, int(v)) for k, v in data.get("target_days", {}).items()),
+        extra=tuple(MilestoneDefinition(
+            key=m["key"], display_name=m["display_name"], display_name_ko=m["display_name_ko"],
+            prerequisites=tuple(m["prerequisites"]), target_days=m["target_days"])
+            for m in data.get("extra", ())))
 
 
 def _study(row: Any) -> Study:
     details = StudyDetails.model_construct(
         protocol_number=row.protocol_number, title=row.title, sponsor_org=row.sponsor_org,
         phase=Phase(row.phase), therapeutic_area=row.therapeutic_area,
-        country_codes=tuple(json.loads(row.country_codes)))
+        country_codes=tuple(json.loads(row.country_codes)),
+        target_activation_date=row.target_activation_date,
+        target_active_sites=row.target_active_sites)
     return Study(study_id=row.study_id, details=details, template_key=row.template_key,
+                 template_choice=choice_from(row.template_choice),
                  version=row.version, create_time=_utc(row.create_time),
                  update_time=_utc(row.update_time))
+
+
+def _study_values(study: Study) -> dict[str, Any]:
+    d = study.details
+    return dict(
+        protocol_number=d.protocol_number, title=d.title, sponsor_org=d.sponsor_org,
+        phase=d.phase.value, therapeutic_area=d.therapeutic_area,
+        country_codes=json.dumps(list(d.country_codes)), template_key=study.template_key,
+        template_choice=choice_json(study.template_choice),
+        target_activation_date=d.target_activation_date,
+        target_active_sites=d.target_active_sites, version=study.version,
+        update_time=study.update_time)
 
 
 def _replica(row: Any) -> SiteReplica:
@@ -81,13 +113,14 @@ class SqlStudyRepository:
         return _study(row) if row else None
 
     async def add(self, study: Study) -> None:
-        d = study.details
         await self._conn.execute(studies.insert().values(
-            study_id=study.study_id, protocol_number=d.protocol_number, title=d.title,
-            sponsor_org=d.sponsor_org, phase=d.phase.value, therapeutic_area=d.therapeutic_area,
-            country_codes=json.dumps(list(d.country_codes)), template_key=study.template_key,
-            version=study.version, create_time=study.create_time,
-            update_time=study.update_time))
+            study_id=study.study_id, create_time=study.create_time, **_study_values(study)))
+
+    async def save(self, study: Study, expected_version: int) -> bool:
+        result = await self._conn.execute(update(studies).where(
+            studies.c.study_id == study.study_id, studies.c.version == expected_version
+        ).values(**_study_values(study)))
+        return bool(result.rowcount)
 
     async def list(self, after: str | None, limit: int, where: Node | None,
                    sponsor_org: str | None, site_ids: frozenset[str] | None) -> list[Study]:
@@ -126,7 +159,8 @@ class SqlStudySiteRepository:
         return [
             StudySite(study_id=r.study_id, site=replicas[r.site_id],
                       milestones=by_site.get((r.study_id, r.site_id), {}),
-                      current=r.current_milestone, version=r.version,
+                      current=r.current_milestone, flagged=bool(r.flagged),
+                      flag_reason=r.flag_reason, version=r.version,
                       create_time=_utc(r.create_time), update_time=_utc(r.update_time))
             for r in rows
         ]
@@ -141,7 +175,8 @@ class SqlStudySiteRepository:
         await self._conn.execute(study_sites.insert().values(
             study_id=study_site.study_id, site_id=study_site.site.site_id,
             country_code=study_site.site.country_code, region_code=study_site.site.region_code,
-            current_milestone="", version=study_site.version,
+            current_milestone="", flagged=study_site.flagged,
+            flag_reason=study_site.flag_reason, version=study_site.version,
             create_time=study_site.create_time, update_time=study_site.update_time))
 
     async def save(self, study_site: StudySite, expected_version: int) -> bool:
@@ -150,7 +185,8 @@ class SqlStudySiteRepository:
         result = await self._conn.execute(
             update(study_sites).where(key, study_sites.c.version == expected_version).values(
                 version=study_site.version, update_time=study_site.update_time,
-                current_milestone=study_site.current))
+                current_milestone=study_site.current, flagged=study_site.flagged,
+                flag_reason=study_site.flag_reason))
         if not result.rowcount:
             return False
         await self._conn.execute(delete(milestones).where(
@@ -167,17 +203,56 @@ class SqlStudySiteRepository:
                 for m in records])
         return True
 
-    async def list(self, study_id: str, after: str | None, limit: int, where: Node | None,
-                   site_ids: frozenset[str] | None) -> list[StudySite]:
-        query = select(study_sites).where(study_sites.c.study_id == study_id,
-                                          to_sql(where, STUDY_SITE_FILTERS))
+    async def all_of_study(self, study_id: str,
+                           site_ids: frozenset[str] | None) -> list[StudySite]:
+        query = select(study_sites).where(study_sites.c.study_id == study_id)
         if site_ids is not None:
             query = query.where(study_sites.c.site_id.in_(site_ids))
-        if after is not None:
-            query = query.where(study_sites.c.site_id > after)
-        rows = (await self._conn.execute(
-            query.order_by(study_sites.c.site_id).limit(limit))).all()
+        rows = (await self._conn.execute(query.order_by(study_sites.c.site_id))).all()
         return await self._load(list(rows))
+
+    async def of_site(self, site_id: str) -> list[StudySite]:
+        rows = (await self._conn.execute(select(study_sites).where(
+            study_sites.c.site_id == site_id).order_by(study_sites.c.study_id))).all()
+        return await self._load(list(rows))
+
+
+def _approval(row: Any) -> CountryApproval:
+    return CountryApproval(
+        country_code=row.country_code, authority=row.authority,
+        status=MilestoneStatus(row.status), submitted_date=row.submitted_date,
+        decision_date=row.decision_date, reference=row.reference, note=row.note,
+        update_time=_utc(row.update_time))
+
+
+class SqlCountryApprovalRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, study_id: str, country_code: str) -> CountryApproval | None:
+        row = (await self._conn.execute(select(country_approvals).where(
+            country_approvals.c.study_id == study_id,
+            country_approvals.c.country_code == country_code))).first()
+        return _approval(row) if row else None
+
+    async def of_study(self, study_id: str) -> list[CountryApproval]:
+        rows = (await self._conn.execute(select(country_approvals).where(
+            country_approvals.c.study_id == study_id).order_by(
+                country_approvals.c.country_code))).all()
+        return [_approval(r) for r in rows]
+
+    async def put(self, study_id: str, approval: CountryApproval) -> None:
+        assert approval.status is not None
+        values = {"authority": approval.authority, "status": approval.status.value,
+                  "submitted_date": approval.submitted_date,
+                  "decision_date": approval.decision_date, "reference": approval.reference,
+                  "note": approval.note, "update_time": approval.update_time}
+        key = and_(country_approvals.c.study_id == study_id,
+                   country_approvals.c.country_code == approval.country_code)
+        result = await self._conn.execute(update(country_approvals).where(key).values(**values))
+        if not result.rowcount:
+            await self._conn.execute(country_approvals.insert().values(
+                study_id=study_id, country_code=approval.country_code, **values))
 
 
 class SqlSiteReplicaRepository:
@@ -210,12 +285,28 @@ class SqlSiteReplicaRepository:
 
 
 class SqlMilestoneHistory:
+    """Append-only: this class has no update or delete, and neither has the API."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def append(self, study_site: StudySite, key: str, before: dict[str, object],
-                     after: dict[str, object], actor: str, role: str, reason: str) -> None:
+    async def append(self, study_id: str, site_id: str, key: str, before: dict[str, object],
+                     after: dict[str, object], actor: str, role: str, reason: str,
+                     record_time: datetime) -> None:
         await self._conn.execute(milestone_history.insert().values(
-            study_id=study_site.study_id, site_id=study_site.site.site_id, milestone=key,
-            before=json.dumps(before), after=json.dumps(after), actor=actor, role=role,
-            reason=reason, record_time=study_site.update_time))
+            study_id=study_id, site_id=site_id, milestone=key,
+            before=json.dumps(before, ensure_ascii=False),
+            after=json.dumps(after, ensure_ascii=False), actor=actor, role=role,
+            reason=reason, record_time=record_time))
+
+    async def list(self, study_id: str, site_id: str, after: int | None,
+                   limit: int) -> list[HistoryEntry]:
+        query = select(milestone_history).where(milestone_history.c.study_id == study_id,
+                                                milestone_history.c.site_id == site_id)
+        if after is not None:
+            query = query.where(milestone_history.c.entry_id > after)
+        rows = (await self._conn.execute(
+            query.order_by(milestone_history.c.entry_id).limit(limit))).all()
+        return [HistoryEntry(entry_id=r.entry_id, milestone=r.milestone, before=r.before,
+                             after=r.after, actor=r.actor, role=r.role, reason=r.reason,
+                             record_time=_utc(r.record_time)) for r in rows]

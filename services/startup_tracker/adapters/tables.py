@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -35,6 +36,9 @@ studies = Table(
     Column("therapeutic_area", String(64), nullable=False),
     Column("country_codes", Text, nullable=False),  # JSON array
     Column("template_key", String(63), nullable=False),
+    Column("template_choice", Text, nullable=False),  # JSON
+    Column("target_activation_date", Date, nullable=True),
+    Column("target_active_sites", Integer, nullable=False),
     Column("version", Version, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
@@ -63,6 +67,8 @@ study_sites = Table(
     Column("country_code", String(2), nullable=False),
     Column("region_code", String(6), nullable=False),
     Column("current_milestone", String(63), nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("flag_reason", Text, nullable=False),
     Column("version", Version, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
@@ -82,6 +88,23 @@ milestones = Table(
     Column("note", Text, nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
     ForeignKeyConstraint(["study_id", "site_id"], ["study_sites.study_id", "study_sites.site_id"]),
+)
+
+# One regulatory approval per study and country; its history goes to milestone_history
+# with site_id "" and milestone "country-approval/{country}".
+country_approvals = Table(
+    "country_approvals",
+    metadata,
+    Column("study_id", String(63), primary_key=True),
+    Column("country_code", String(2), primary_key=True),
+    Column("authority", String(100), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("submitted_date", Date, nullable=True),
+    Column("decision_date", Date, nullable=True),
+    Column("reference", String(200), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["study_id"], ["studies.study_id"]),
 )
 
 # Append-only: every recorded change, with who, when, before, after and why.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.common.inbox import SqlInbox
 from services.common.unit_of_work import SqlRequestLog, SqlUnitOfWork
 from services.startup_tracker.adapters.repository import (
+    SqlCountryApprovalRepository,
     SqlMilestoneHistory,
     SqlSiteReplicaRepository,
     SqlStudyRepository,
@@ -18,6 +19,7 @@ class TrackerSqlUnitOfWork(SqlUnitOfWork):
     study_sites: SqlStudySiteRepository
     sites: SqlSiteReplicaRepository
     history: SqlMilestoneHistory
+    approvals: SqlCountryApprovalRepository
     inbox: SqlInbox
     requests: SqlRequestLog
 
@@ -27,5 +29,6 @@ class TrackerSqlUnitOfWork(SqlUnitOfWork):
         self.study_sites = SqlStudySiteRepository(conn)
         self.sites = SqlSiteReplicaRepository(conn)
         self.history = SqlMilestoneHistory(conn)
+        self.approvals = SqlCountryApprovalRepository(conn)
         self.inbox = SqlInbox(conn, inbox)
         self.requests = SqlRequestLog(conn, request_log)

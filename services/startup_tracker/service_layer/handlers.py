@@ -3,44 +3,102 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
 
 from services.common import filtering, paging
 from services.common.errors import (
     AlreadyExists,
     EtagMismatch,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     PreconditionViolation,
 )
 from services.common.identity import Principal, Role
 from services.common.resource_names import check_id, new_id
-from services.common.validation import build
-from services.startup_tracker.domain.events import MilestoneRecorded, StudyCreated, StudySiteAdded
+from services.common.validation import build, violations_from
+from services.startup_tracker.domain.events import (
+    CountryApprovalRecorded,
+    MilestoneRecorded,
+    StudyCreated,
+    StudySiteActivated,
+    StudySiteAdded,
+    StudySiteFlagged,
+    StudyUpdated,
+)
 from services.startup_tracker.domain.model import (
+    ApprovalChange,
+    CountryApproval,
+    HistoryEntry,
     MilestoneChange,
     MilestoneRecord,
     SiteReplica,
     Study,
     StudyDetails,
     StudySite,
+    StudySiteStatus,
+    record_country_approval,
     record_milestone,
 )
-from services.startup_tracker.domain.templates import DEFAULT_TEMPLATE, MilestoneTemplate
+from services.startup_tracker.domain.summary import Summary, summarise
+from services.startup_tracker.domain.templates import (
+    MilestoneTemplate,
+    TemplateChoice,
+    build_template,
+    regulator_of,
+)
 from services.startup_tracker.service_layer.ports import TrackerUnitOfWork
 
 STUDY_FILTER_FIELDS = ("sponsor_org", "phase", "therapeutic_area", "protocol_number",
                        "country_codes")
-STUDY_SITE_FILTER_FIELDS = ("country_code", "region_code", "current_milestone", "site")
+# Evaluated in memory over a study's sites (a study has hundreds, not millions): status and
+# overdue depend on today's date at each site, which no column holds.
+STUDY_SITE_FILTER_FIELDS = ("status", "current_milestone", "country_code", "region_code",
+                            "site", "overdue", "flagged")
+UPDATABLE_STUDY_FIELDS = ("title", "protocol_number", "phase", "therapeutic_area",
+                          "country_codes", "target_activation_date", "target_active_sites")
+DEFAULT_DUE_WITHIN_DAYS = 30
+MAX_DUE_WITHIN_DAYS = 366
 
-TEMPLATES = {DEFAULT_TEMPLATE.key: DEFAULT_TEMPLATE}
+
+@dataclass(frozen=True)
+class SiteFacts:
+    status: StudySiteStatus
+    today: dt.date
+    overdue: bool
+    planned_activation_date: dt.date | None
+
+
+@functools.lru_cache(maxsize=256)
+def _template(choice: TemplateChoice) -> MilestoneTemplate:
+    return build_template(choice)
 
 
 def template_of(study: Study) -> MilestoneTemplate:
-    return TEMPLATES.get(study.template_key, DEFAULT_TEMPLATE)
+    return _template(study.template_choice)
+
+
+def _study_dict(study: Study) -> dict[str, object]:
+    return study.details.model_dump(mode="json")
+
+
+def _approval_dict(approval: CountryApproval) -> dict[str, object]:
+    return {
+        "status": approval.status.value if approval.status else None,
+        "authority": approval.authority,
+        "submitted_date": approval.submitted_date.isoformat() if approval.submitted_date
+        else None,
+        "decision_date": approval.decision_date.isoformat() if approval.decision_date else None,
+        "reference": approval.reference, "note": approval.note,
+    }
 
 
 def _milestone_dict(record: MilestoneRecord) -> dict[str, object]:
@@ -57,7 +115,11 @@ class StartupTrackerService:
     def __init__(self, unit_of_work: Callable[[], TrackerUnitOfWork],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._uow = unit_of_work
-        self._clock = clock
+        self.clock = clock  # public so a test can pin "today" in a running system
+
+    def _today_at(self, site: SiteReplica) -> dt.date:
+        """Today in the site's time zone (dates are the site's calendar dates)."""
+        return self.clock().astimezone(ZoneInfo(site.time_zone or "UTC")).date()
 
     # --- access -----------------------------------------------------------------------
 
@@ -88,13 +150,18 @@ class StartupTrackerService:
     # --- studies ----------------------------------------------------------------------
 
     async def create_study(self, principal: Principal, details: dict[str, Any], study_id: str,
-                           request_id: str = "") -> Study:
+                           request_id: str = "",
+                           choice: TemplateChoice = TemplateChoice()) -> Study:
         if principal.role not in (Role.ADMIN, Role.SPONSOR):
             raise PermissionDenied("only an admin or a sponsor may create studies")
         study_id = check_id(study_id, "study_id") if study_id else new_id("study")
         if principal.role is Role.SPONSOR and not details.get("sponsor_org"):
             details = {**details, "sponsor_org": principal.org}
         valid = build(StudyDetails, details, prefix="study")
+        try:
+            template = _template(choice)
+        except ValueError as exc:
+            raise InvalidArgument([FieldViolation("study.template", str(exc))]) from exc
         if principal.role is Role.SPONSOR and valid.sponsor_org != principal.org:
             raise PermissionDenied("a sponsor may create studies only for its own organisation")
         async with self._uow() as uow:
@@ -108,9 +175,9 @@ class StartupTrackerService:
             if twin is not None:
                 raise AlreadyExists(twin.name, f"protocol {valid.protocol_number} of "
                                                f"{valid.sponsor_org} is already {twin.name}")
-            now = self._clock()
-            study = Study(study_id=study_id, details=valid, template_key=DEFAULT_TEMPLATE.key,
-                          create_time=now, update_time=now)
+            now = self.clock()
+            study = Study(study_id=study_id, details=valid, template_key=template.key,
+                          template_choice=choice, create_time=now, update_time=now)
             await uow.studies.add(study)
             if request_id:
                 await uow.requests.remember(request_id, study.name)
@@ -162,7 +229,7 @@ class StartupTrackerService:
                     "SITE_COUNTRY", site.name,
                     f"{site.name} is in {site.country_code}, which is not among the study's "
                     f"countries ({', '.join(countries)})")])
-            now = self._clock()
+            now = self.clock()
             study_site = StudySite(study_id=study_id, site=site, create_time=now,
                                    update_time=now)
             await uow.study_sites.add(study_site)
@@ -182,6 +249,24 @@ class StartupTrackerService:
             raise NotFound(f"studies/{study_id}/sites/{site_id}")
         return study, study_site
 
+    def site_facts(self, study: Study, study_site: StudySite) -> SiteFacts:
+        """What the API shows about a study-site that depends on today."""
+        template = template_of(study)
+        today = self._today_at(study_site.site)
+        return SiteFacts(status=study_site.status(), today=today,
+                         overdue=bool(study_site.overdue(template, today)),
+                         planned_activation_date=study_site.planned_activation_date(template))
+
+    def _filter_values(self, study: Study,
+                       study_site: StudySite) -> dict[str, str | tuple[str, ...]]:
+        facts = self.site_facts(study, study_site)
+        site = study_site.site
+        return {"status": facts.status.value, "current_milestone": study_site.current,
+                "country_code": site.country_code, "region_code": site.region_code,
+                "site": (site.site_id, site.name),
+                "overdue": "true" if facts.overdue else "false",
+                "flagged": "true" if study_site.flagged else "false"}
+
     async def list_study_sites(self, principal: Principal, study_id: str, page_size: int,
                                page_token: str, filter_text: str
                                ) -> tuple[Study, list[StudySite], str]:
@@ -192,7 +277,10 @@ class StartupTrackerService:
         sites = principal.sites if principal.role is Role.SITE else None
         async with self._uow() as uow:
             study = await self._visible_study(uow, principal, study_id)
-            rows = await uow.study_sites.list(study_id, after, size + 1, where, sites)
+            everything = await uow.study_sites.all_of_study(study_id, sites)
+        rows = [r for r in everything
+                if (after is None or r.site.site_id > after)
+                and filtering.matches(where, self._filter_values(study, r))][:size + 1]
         more = len(rows) > size
         rows = rows[:size]
         return study, rows, paging.encode_token(rows[-1].site.site_id, query) if more else ""
@@ -212,15 +300,17 @@ class StartupTrackerService:
                 raise NotFound(f"studies/{study_id}/sites/{site_id}")
             if request_id and await uow.requests.seen(request_id):
                 return study, current, key
-            now = self._clock()
-            today = now.astimezone(ZoneInfo(current.site.time_zone or "UTC")).date()
+            now = self.clock()
+            today = self._today_at(current.site)
             template = template_of(study)
-            updated, before, after = record_milestone(current, template, key, change, today, now)
+            approval = await uow.approvals.get(study_id, current.site.country_code)
+            updated, before, after = record_milestone(current, template, key, change, today, now,
+                                                      approval)
             if not await uow.study_sites.save(updated, expected_version=current.version):
                 raise EtagMismatch(current.name)
-            await uow.history.append(updated, key, _milestone_dict(before),
+            await uow.history.append(study_id, site_id, key, _milestone_dict(before),
                                      _milestone_dict(after), principal.subject,
-                                     principal.role.value, change.reason)
+                                     principal.role.value, change.reason, now)
             if request_id:
                 await uow.requests.remember(request_id, f"{updated.name}/milestones/{key}")
             definition = template.get(key)
@@ -228,8 +318,152 @@ class StartupTrackerService:
             uow.emit(MilestoneRecorded(study=study, study_site=updated, definition=definition,
                                        before=before, after=after, actor=principal,
                                        reason=change.reason))
+            if key == "site-activated" and updated.done(key) and after.actual_date and (
+                    not current.done(key) or before.actual_date != after.actual_date):
+                uow.emit(StudySiteActivated(study=study, study_site=updated,
+                                            activation_date=after.actual_date, actor=principal))
             await uow.commit()
             return study, updated, key
+
+    async def list_milestone_history(self, principal: Principal, study_id: str, site_id: str,
+                                     page_size: int, page_token: str
+                                     ) -> tuple[list[HistoryEntry], str]:
+        size = paging.page_size(page_size)
+        query = f"history|{study_id}|{site_id}"
+        after = paging.decode_token(page_token, query)
+        if after is not None and not after.isdigit():
+            raise InvalidArgument([FieldViolation("page_token",
+                                                  "is not a token this list returned")])
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            if not site_id:  # study-level entries: for those who may read the whole study
+                if not principal.may_read_study(study.details.sponsor_org):
+                    raise NotFound(study.name)
+            else:
+                self._check_study_site_visible(principal, study, site_id)
+                if await uow.study_sites.get(study_id, site_id) is None:
+                    raise NotFound(f"studies/{study_id}/sites/{site_id}")
+            entries = await uow.history.list(study_id, site_id,
+                                             int(after) if after else None, size + 1)
+        more = len(entries) > size
+        entries = entries[:size]
+        return entries, paging.encode_token(str(entries[-1].entry_id), query) if more else ""
+
+    # --- study changes and country approvals ------------------------------------------
+
+    async def update_study(self, principal: Principal, study_id: str, values: dict[str, Any],
+                           mask: list[str], etag: str, request_id: str = "") -> Study:
+        paths = list(UPDATABLE_STUDY_FIELDS) if mask == ["*"] else mask
+        if not paths:
+            raise InvalidArgument([FieldViolation("update_mask", "name at least one field")])
+        unknown = [p for p in paths if p not in UPDATABLE_STUDY_FIELDS]
+        if unknown:
+            raise InvalidArgument([FieldViolation(
+                "update_mask", f"{p!r} cannot be updated; updatable: "
+                               f"{', '.join(UPDATABLE_STUDY_FIELDS)}") for p in unknown])
+        async with self._uow() as uow:
+            current = await self._visible_study(uow, principal, study_id)
+            if not self._may_manage(principal, current):
+                raise PermissionDenied("only an admin or the study's sponsor may change it")
+            if request_id and await uow.requests.seen(request_id):
+                return current
+            if etag and etag != current.etag:
+                raise EtagMismatch(current.name)
+            merged = {**current.details.model_dump(), **{p: values.get(p) for p in paths}}
+            try:
+                details = StudyDetails.model_validate(merged)
+            except ValidationError as exc:
+                raise InvalidArgument(violations_from(exc, "study")) from exc
+            changed = tuple(p for p in UPDATABLE_STUDY_FIELDS
+                            if getattr(details, p) != getattr(current.details, p))
+            if not changed:
+                return current
+            if "protocol_number" in changed:
+                twin = await uow.studies.find_by_protocol(details.sponsor_org,
+                                                          details.protocol_number)
+                if twin is not None and twin.study_id != study_id:
+                    raise AlreadyExists(twin.name, f"protocol {details.protocol_number} of "
+                                                   f"{details.sponsor_org} is already {twin.name}")
+            if "country_codes" in changed and details.country_codes:
+                dropped = set(current.details.country_codes) - set(details.country_codes)
+                in_use = sorted({s.site.country_code
+                                 for s in await uow.study_sites.all_of_study(study_id, None)}
+                                & dropped)
+                if in_use:
+                    raise FailedPrecondition([PreconditionViolation(
+                        "STUDY_COUNTRY", f"studies/{study_id}",
+                        f"the study has sites in {c}; it cannot be dropped") for c in in_use])
+            now = self.clock()
+            updated = current.model_copy(update={"details": details,
+                                                 "version": current.version + 1,
+                                                 "update_time": now})
+            if not await uow.studies.save(updated, expected_version=current.version):
+                raise EtagMismatch(current.name)
+            await uow.history.append(study_id, "", "study", _study_dict(current),
+                                     _study_dict(updated), principal.subject,
+                                     principal.role.value, "", now)
+            if request_id:
+                await uow.requests.remember(request_id, updated.name)
+            uow.emit(StudyUpdated(study=updated, before=current, changed_fields=changed,
+                                  actor=principal))
+            await uow.commit()
+            return updated
+
+    async def country_approvals(self, principal: Principal,
+                                study: Study) -> list[CountryApproval]:
+        async with self._uow() as uow:
+            return await uow.approvals.of_study(study.study_id)
+
+    async def record_country_approval(self, principal: Principal, study_id: str, country: str,
+                                      change: ApprovalChange, request_id: str = ""
+                                      ) -> CountryApproval:
+        country = country.upper()
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            if not self._may_manage(principal, study):
+                raise PermissionDenied("only an admin or the study's sponsor records a "
+                                       "country's regulatory approval")
+            before = await uow.approvals.get(study_id, country) or CountryApproval(
+                country_code=country, authority=regulator_of(country))
+            if request_id and await uow.requests.seen(request_id):
+                return before
+            now = self.clock()
+            in_country = [s for s in await uow.study_sites.all_of_study(study_id, None)
+                          if s.site.country_code == country]
+            activated = [s for s in in_country if s.done("site-activated")]
+            # The country's calendar: its sites' time zone (as the registry set it), else
+            # Seoul for KR, else UTC.
+            zone = next((s.site.time_zone for s in in_country if s.site.time_zone),
+                        "Asia/Seoul" if country == "KR" else "UTC")
+            today = now.astimezone(ZoneInfo(zone)).date()
+            after = record_country_approval(study, country, before, change, today, now,
+                                            activated)
+            await uow.approvals.put(study_id, after)
+            await uow.history.append(study_id, "", f"country-approval/{country}",
+                                     _approval_dict(before), _approval_dict(after),
+                                     principal.subject, principal.role.value, change.reason, now)
+            if request_id:
+                await uow.requests.remember(request_id, f"{study.name}/countries/{country}")
+            uow.emit(CountryApprovalRecorded(study=study, before=before, after=after,
+                                             actor=principal, reason=change.reason))
+            await uow.commit()
+            return after
+
+    # --- the sponsor's view -----------------------------------------------------------
+
+    async def activation_summary(self, principal: Principal, study_id: str,
+                                 due_within_days: int) -> tuple[Study, Summary, int]:
+        if due_within_days < 0 or due_within_days > MAX_DUE_WITHIN_DAYS:
+            raise InvalidArgument([FieldViolation(
+                "due_within_days", f"must be 0 to {MAX_DUE_WITHIN_DAYS} (0 means "
+                                   f"{DEFAULT_DUE_WITHIN_DAYS})")])
+        window = due_within_days or DEFAULT_DUE_WITHIN_DAYS
+        sites = principal.sites if principal.role is Role.SITE else None
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            rows = await uow.study_sites.all_of_study(study_id, sites)
+        summary = summarise(rows, template_of(study), lambda s: self._today_at(s.site), window)
+        return study, summary, window
 
     # --- the registry's sites ---------------------------------------------------------
 
@@ -238,6 +472,23 @@ class StartupTrackerService:
         async with self._uow() as uow:
             if not await uow.inbox.claim(event_id, ce_type):
                 return False
-            await uow.sites.upsert(site)
+            if await uow.sites.upsert(site):
+                await self._flag_study_sites(uow, site)
             await uow.commit()
             return True
+
+    async def _flag_study_sites(self, uow: TrackerUnitOfWork, site: SiteReplica) -> None:
+        """A site suspended or closed in the registry is flagged in every study it is in."""
+        flagged = site.status != "ACTIVE"
+        reason = f"site {site.status} in the registry" if flagged else ""
+        now = self.clock()
+        for study_site in await uow.study_sites.of_site(site.site_id):
+            if study_site.flagged == flagged:
+                continue
+            study = await uow.studies.get(study_site.study_id)
+            assert study is not None
+            updated = replace(study_site, flagged=flagged, flag_reason=reason,
+                              version=study_site.version + 1, update_time=now)
+            if not await uow.study_sites.save(updated, expected_version=study_site.version):
+                raise EtagMismatch(study_site.name)  # retried: the event is not yet claimed
+            uow.emit(StudySiteFlagged(study=study, study_site=updated))

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Protocol
 
 from services.common.filtering import Node
 from services.common.ports import Inbox, RequestLog
 from services.startup_tracker.domain.events import TrackerEvent
-from services.startup_tracker.domain.model import SiteReplica, Study, StudySite
+from services.startup_tracker.domain.model import (
+    CountryApproval,
+    HistoryEntry,
+    SiteReplica,
+    Study,
+    StudySite,
+)
 
 
 class StudyRepository(Protocol):
     async def get(self, study_id: str) -> Study | None: ...
     async def find_by_protocol(self, sponsor_org: str, protocol_number: str) -> Study | None: ...
     async def add(self, study: Study) -> None: ...
+    async def save(self, study: Study, expected_version: int) -> bool: ...
     async def list(self, after: str | None, limit: int, where: Node | None,
                    sponsor_org: str | None, site_ids: frozenset[str] | None) -> list[Study]: ...
 
@@ -22,8 +30,15 @@ class StudySiteRepository(Protocol):
     async def get(self, study_id: str, site_id: str) -> StudySite | None: ...
     async def add(self, study_site: StudySite) -> None: ...
     async def save(self, study_site: StudySite, expected_version: int) -> bool: ...
-    async def list(self, study_id: str, after: str | None, limit: int, where: Node | None,
-                   site_ids: frozenset[str] | None) -> list[StudySite]: ...
+    async def all_of_study(self, study_id: str,
+                           site_ids: frozenset[str] | None) -> list[StudySite]: ...
+    async def of_site(self, site_id: str) -> list[StudySite]: ...
+
+
+class CountryApprovalRepository(Protocol):
+    async def get(self, study_id: str, country_code: str) -> CountryApproval | None: ...
+    async def of_study(self, study_id: str) -> list[CountryApproval]: ...
+    async def put(self, study_id: str, approval: CountryApproval) -> None: ...
 
 
 class SiteReplicaRepository(Protocol):
@@ -34,8 +49,13 @@ class SiteReplicaRepository(Protocol):
 
 
 class MilestoneHistory(Protocol):
-    async def append(self, study_site: StudySite, key: str, before: dict[str, object],
-                     after: dict[str, object], actor: str, role: str, reason: str) -> None: ...
+    """Append-only audit entries; site_id "" holds study-level entries."""
+
+    async def append(self, study_id: str, site_id: str, key: str, before: dict[str, object],
+                     after: dict[str, object], actor: str, role: str, reason: str,
+                     record_time: dt.datetime) -> None: ...
+    async def list(self, study_id: str, site_id: str, after: int | None,
+                   limit: int) -> list[HistoryEntry]: ...
 
 
 class TrackerUnitOfWork(Protocol):
@@ -47,6 +67,8 @@ class TrackerUnitOfWork(Protocol):
     def sites(self) -> SiteReplicaRepository: ...
     @property
     def history(self) -> MilestoneHistory: ...
+    @property
+    def approvals(self) -> CountryApprovalRepository: ...
     @property
     def inbox(self) -> Inbox: ...
     @property

@@ -390,6 +390,7 @@ class MilestoneState(_message.Message):
     ACTUAL_DATE_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
+    DUE_DATE_FIELD_NUMBER: _builtins.int
     milestone: _builtins.str
     """Milestone key, e.g. `irb-approved`."""
     display_name: _builtins.str
@@ -412,6 +413,10 @@ class MilestoneState(_message.Message):
     def actual_date(self) -> _date_pb2.Date:
         """Actual date."""
 
+    @_builtins.property
+    def due_date(self) -> _date_pb2.Date:
+        """Target date (site selection plus the template's target days); unset if unknown."""
+
     def __init__(
         self,
         *,
@@ -423,10 +428,11 @@ class MilestoneState(_message.Message):
         actual_date: _date_pb2.Date | None = ...,
         note: _builtins.str = ...,
         display_name_ko: _builtins.str = ...,
+        due_date: _date_pb2.Date | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "planned_date", b"planned_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "due_date", b"due_date", "planned_date", b"planned_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "display_name", b"display_name", "display_name_ko", b"display_name_ko", "milestone", b"milestone", "note", b"note", "planned_date", b"planned_date", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "display_name", b"display_name", "display_name_ko", b"display_name_ko", "due_date", b"due_date", "milestone", b"milestone", "note", b"note", "planned_date", b"planned_date", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -531,3 +537,185 @@ class SiteStatusChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SiteStatusChanged: _TypeAlias = SiteStatusChanged  # noqa: Y015
+
+@_typing.final
+class StudyUpdated(_message.Message):
+    """A study was changed. Topic `sitenet.startup.study.v1`, key: study id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def study(self) -> Global___StudyState:
+        """After the change."""
+
+    @_builtins.property
+    def before(self) -> Global___StudyState:
+        """Before the change."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields that changed."""
+
+    @_builtins.property
+    def actor(self) -> Global___Actor:
+        """Who changed it."""
+
+    def __init__(
+        self,
+        *,
+        study: Global___StudyState | None = ...,
+        before: Global___StudyState | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        actor: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before", b"before", "study", b"study"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before", b"before", "changed_fields", b"changed_fields", "study", b"study"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudyUpdated: _TypeAlias = StudyUpdated  # noqa: Y015
+
+@_typing.final
+class CountryApprovalRecorded(_message.Message):
+    """A country's regulatory approval of a study was recorded. Topic `sitenet.startup.study.v1`,
+    key: study id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DECISION_DATE_FIELD_NUMBER: _builtins.int
+    BEFORE_STATUS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    country_code: _builtins.str
+    """ISO 3166-1 alpha-2."""
+    authority: _builtins.str
+    """Authority, e.g. `MFDS`."""
+    status: _builtins.str
+    """Status after, e.g. `DONE`."""
+    before_status: _builtins.str
+    """Status before; empty if never recorded."""
+    reason: _builtins.str
+    """Why an earlier entry was corrected."""
+    reference: _builtins.str
+    """Authority's reference."""
+    @_builtins.property
+    def study(self) -> Global___StudyState:
+        """The study."""
+
+    @_builtins.property
+    def decision_date(self) -> _date_pb2.Date:
+        """Decision date."""
+
+    @_builtins.property
+    def actor(self) -> Global___Actor:
+        """Who recorded it."""
+
+    def __init__(
+        self,
+        *,
+        study: Global___StudyState | None = ...,
+        country_code: _builtins.str = ...,
+        authority: _builtins.str = ...,
+        status: _builtins.str = ...,
+        decision_date: _date_pb2.Date | None = ...,
+        before_status: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        reason: _builtins.str = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "decision_date", b"decision_date", "study", b"study"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "authority", b"authority", "before_status", b"before_status", "country_code", b"country_code", "decision_date", b"decision_date", "reason", b"reason", "reference", b"reference", "status", b"status", "study", b"study"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountryApprovalRecorded: _TypeAlias = CountryApprovalRecorded  # noqa: Y015
+
+@_typing.final
+class StudySiteActivated(_message.Message):
+    """A study-site was activated (greenlight). Topic `sitenet.startup.study.v1`, key: study id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    ACTIVATION_DATE_FIELD_NUMBER: _builtins.int
+    STARTUP_DAY_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    startup_day: _builtins.int
+    """Day of start-up it fell on (day 1 = selection)."""
+    @_builtins.property
+    def study_site(self) -> Global___StudySiteRef:
+        """The study-site."""
+
+    @_builtins.property
+    def activation_date(self) -> _date_pb2.Date:
+        """Activation date."""
+
+    @_builtins.property
+    def actor(self) -> Global___Actor:
+        """Who recorded it."""
+
+    def __init__(
+        self,
+        *,
+        study_site: Global___StudySiteRef | None = ...,
+        activation_date: _date_pb2.Date | None = ...,
+        startup_day: _builtins.int = ...,
+        actor: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation_date", b"activation_date", "actor", b"actor", "study_site", b"study_site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_date", b"activation_date", "actor", b"actor", "startup_day", b"startup_day", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudySiteActivated: _TypeAlias = StudySiteActivated  # noqa: Y015
+
+@_typing.final
+class StudySiteFlagged(_message.Message):
+    """A study-site was flagged because the registry suspended or closed its site (or unflagged
+    when the site is active again). Topic `sitenet.startup.study.v1`, key: study id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    FLAGGED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SITE_STATUS_FIELD_NUMBER: _builtins.int
+    flagged: _builtins.bool
+    """True when flagged, false when the flag is cleared."""
+    reason: _builtins.str
+    """Why, e.g. `site SUSPENDED in the registry`."""
+    site_status: _builtins.str
+    """The site's registry status."""
+    @_builtins.property
+    def study_site(self) -> Global___StudySiteRef:
+        """The study-site."""
+
+    def __init__(
+        self,
+        *,
+        study_site: Global___StudySiteRef | None = ...,
+        flagged: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        site_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["study_site", b"study_site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flagged", b"flagged", "reason", b"reason", "site_status", b"site_status", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudySiteFlagged: _TypeAlias = StudySiteFlagged  # noqa: Y015

@@ -22,45 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sitenet/startup/v1/startup.proto\x12\x12sitenet.startup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x9d\x02\n\x05Study\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprotocol_number\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12(\n\x05phase\x18\x05 \x01(\x0e\x32\x19.sitenet.startup.v1.Phase\x12\x18\n\x10therapeutic_area\x18\x06 \x01(\t\x12\x15\n\rcountry_codes\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\"\xc8\x02\n\tMilestone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.sitenet.startup.v1.MilestoneStatus\x12(\n\rbaseline_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x0cplanned_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x15\n\rprerequisites\x18\t \x03(\t\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcc\x02\n\tStudySite\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x1c\n\x14site_display_name_en\x18\x03 \x01(\t\x12\x1c\n\x14site_display_name_ko\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x19\n\x11\x63urrent_milestone\x18\x07 \x01(\t\x12\x31\n\nmilestones\x18\x08 \x03(\x0b\x32\x1d.sitenet.startup.v1.Milestone\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\"d\n\x12\x43reateStudyRequest\x12(\n\x05study\x18\x01 \x01(\x0b\x32\x19.sitenet.startup.v1.Study\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1f\n\x0fGetStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x13ListStudiesResponse\x12*\n\x07studies\x18\x01 \x03(\x0b\x32\x19.sitenet.startup.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x13\x41\x64\x64StudySiteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"#\n\x13GetStudySiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"^\n\x15ListStudySitesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"e\n\x16ListStudySitesResponse\x12\x32\n\x0bstudy_sites\x18\x01 \x03(\x0b\x32\x1d.sitenet.startup.v1.StudySite\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf7\x01\n\x16RecordMilestoneRequest\x12\x12\n\nstudy_site\x18\x01 \x01(\t\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.sitenet.startup.v1.MilestoneStatus\x12\'\n\x0cplanned_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t*p\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PHASE_1\x10\x01\x12\r\n\tPHASE_1_2\x10\x02\x12\x0b\n\x07PHASE_2\x10\x03\x12\r\n\tPHASE_2_3\x10\x04\x12\x0b\n\x07PHASE_3\x10\x05\x12\x0b\n\x07PHASE_4\x10\x06*\x9b\x01\n\x0fMilestoneStatus\x12 \n\x1cMILESTONE_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PLANNED\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\x12\x12\n\x0eNOT_APPLICABLE\x10\x04\x12\x1c\n\x18\x41PPROVED_WITH_CONDITIONS\x10\x05\x12\x0c\n\x08REJECTED\x10\x06\x32\x85\x05\n\x0eStartupTracker\x12P\n\x0b\x43reateStudy\x12&.sitenet.startup.v1.CreateStudyRequest\x1a\x19.sitenet.startup.v1.Study\x12J\n\x08GetStudy\x12#.sitenet.startup.v1.GetStudyRequest\x1a\x19.sitenet.startup.v1.Study\x12^\n\x0bListStudies\x12&.sitenet.startup.v1.ListStudiesRequest\x1a\'.sitenet.startup.v1.ListStudiesResponse\x12V\n\x0c\x41\x64\x64StudySite\x12\'.sitenet.startup.v1.AddStudySiteRequest\x1a\x1d.sitenet.startup.v1.StudySite\x12V\n\x0cGetStudySite\x12\'.sitenet.startup.v1.GetStudySiteRequest\x1a\x1d.sitenet.startup.v1.StudySite\x12g\n\x0eListStudySites\x12).sitenet.startup.v1.ListStudySitesRequest\x1a*.sitenet.startup.v1.ListStudySitesResponse\x12\\\n\x0fRecordMilestone\x12*.sitenet.startup.v1.RecordMilestoneRequest\x1a\x1d.sitenet.startup.v1.Milestoneb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sitenet/startup/v1/startup.proto\x12\x12sitenet.startup.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xab\x04\n\x05Study\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprotocol_number\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0bsponsor_org\x18\x04 \x01(\t\x12(\n\x05phase\x18\x05 \x01(\x0e\x32\x19.sitenet.startup.v1.Phase\x12\x18\n\x10therapeutic_area\x18\x06 \x01(\t\x12\x15\n\rcountry_codes\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x31\n\x16target_activation_date\x18\x0b \x01(\x0b\x32\x11.google.type.Date\x12\x1b\n\x13target_active_sites\x18\x0c \x01(\x05\x12\x34\n\x08template\x18\r \x01(\x0b\x32\".sitenet.startup.v1.TemplateChoice\x12\x46\n\x15milestone_definitions\x18\x0e \x03(\x0b\x32\'.sitenet.startup.v1.MilestoneDefinition\x12>\n\x11\x63ountry_approvals\x18\x0f \x03(\x0b\x32#.sitenet.startup.v1.CountryApproval\"\xe8\x01\n\x0eTemplateChoice\x12\x17\n\x0fskip_milestones\x18\x01 \x03(\t\x12G\n\x0btarget_days\x18\x02 \x03(\x0b\x32\x32.sitenet.startup.v1.TemplateChoice.TargetDaysEntry\x12\x41\n\x10\x65xtra_milestones\x18\x03 \x03(\x0b\x32\'.sitenet.startup.v1.MilestoneDefinition\x1a\x31\n\x0fTargetDaysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x97\x01\n\x13MilestoneDefinition\x12\x11\n\tmilestone\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x17\n\x0f\x64isplay_name_ko\x18\x03 \x01(\t\x12\x15\n\rprerequisites\x18\x04 \x03(\t\x12\x13\n\x0btarget_days\x18\x05 \x01(\x05\x12\x12\n\nhas_target\x18\x06 \x01(\x08\"\xa4\x02\n\x0f\x43ountryApproval\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x02 \x01(\t\x12\x11\n\tauthority\x18\x03 \x01(\t\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.sitenet.startup.v1.MilestoneStatus\x12)\n\x0esubmitted_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12(\n\rdecision_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x11\n\treference\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x03\n\tMilestone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.sitenet.startup.v1.MilestoneStatus\x12(\n\rbaseline_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x0cplanned_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x15\n\rprerequisites\x18\t \x03(\t\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0btarget_date\x18\x0b \x01(\x0b\x32\x11.google.type.Date\x12\x19\n\x11planned_slip_days\x18\x0c \x01(\x05\x12\x18\n\x10\x61\x63tual_slip_days\x18\r \x01(\x05\x12\x14\n\x0c\x64\x61ys_overdue\x18\x0e \x01(\x05\"\xec\x03\n\tStudySite\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x1c\n\x14site_display_name_en\x18\x03 \x01(\t\x12\x1c\n\x14site_display_name_ko\x18\x04 \x01(\t\x12\x14\n\x0c\x63ountry_code\x18\x05 \x01(\t\x12\x13\n\x0bregion_code\x18\x06 \x01(\t\x12\x19\n\x11\x63urrent_milestone\x18\x07 \x01(\t\x12\x31\n\nmilestones\x18\x08 \x03(\x0b\x32\x1d.sitenet.startup.v1.Milestone\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x33\n\x06status\x18\x0c \x01(\x0e\x32#.sitenet.startup.v1.StudySiteStatus\x12\x0f\n\x07\x66lagged\x18\r \x01(\x08\x12\x13\n\x0b\x66lag_reason\x18\x0e \x01(\t\x12\x32\n\x17planned_activation_date\x18\x0f \x01(\x0b\x32\x11.google.type.Date\x12\x0f\n\x07overdue\x18\x10 \x01(\x08\"d\n\x12\x43reateStudyRequest\x12(\n\x05study\x18\x01 \x01(\x0b\x32\x19.sitenet.startup.v1.Study\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x1f\n\x0fGetStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x13ListStudiesResponse\x12*\n\x07studies\x18\x01 \x03(\x0b\x32\x19.sitenet.startup.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x13\x41\x64\x64StudySiteRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"#\n\x13GetStudySiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"^\n\x15ListStudySitesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"e\n\x16ListStudySitesResponse\x12\x32\n\x0bstudy_sites\x18\x01 \x03(\x0b\x32\x1d.sitenet.startup.v1.StudySite\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf7\x01\n\x16RecordMilestoneRequest\x12\x12\n\nstudy_site\x18\x01 \x01(\t\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.sitenet.startup.v1.MilestoneStatus\x12\'\n\x0cplanned_date\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12&\n\x0b\x61\x63tual_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x83\x01\n\x12UpdateStudyRequest\x12(\n\x05study\x18\x01 \x01(\x0b\x32\x19.sitenet.startup.v1.Study\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x87\x01\n\x1cRecordCountryApprovalRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x08\x61pproval\x18\x02 \x01(\x0b\x32#.sitenet.startup.v1.CountryApproval\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"T\n\x1bListMilestoneHistoryRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc3\x01\n\x15MilestoneHistoryEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x03\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_json\x18\x03 \x01(\t\x12\x12\n\nafter_json\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12/\n\x0brecord_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x1cListMilestoneHistoryResponse\x12:\n\x07\x65ntries\x18\x01 \x03(\x0b\x32).sitenet.startup.v1.MilestoneHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x1bGetActivationSummaryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64ue_within_days\x18\x02 \x01(\x05\"J\n\nFunnelStep\x12\x11\n\tmilestone\x18\x01 \x01(\t\x12\x12\n\nsites_done\x18\x02 \x01(\x05\x12\x15\n\rsites_current\x18\x03 \x01(\x05\"\x81\x01\n\tCycleTime\x12\x16\n\x0e\x66rom_milestone\x18\x01 \x01(\t\x12\x14\n\x0cto_milestone\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x13\n\x0bmedian_days\x18\x04 \x01(\x01\x12\x10\n\x08p75_days\x18\x05 \x01(\x01\x12\x10\n\x08p90_days\x18\x06 \x01(\x01\"w\n\x10OverdueMilestone\x12\x12\n\nstudy_site\x18\x01 \x01(\t\x12\x11\n\tmilestone\x18\x02 \x01(\t\x12&\n\x0btarget_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\x14\n\x0c\x64\x61ys_overdue\x18\x04 \x01(\x05\"s\n\x11\x41\x63tivationOutlook\x12\x0f\n\x07overdue\x18\x01 \x01(\x05\x12\x10\n\x08\x64ue_soon\x18\x02 \x01(\x05\x12\x15\n\rplanned_later\x18\x03 \x01(\x05\x12\x11\n\tactivated\x18\x04 \x01(\x05\x12\x11\n\tunplanned\x18\x05 \x01(\x05\"\x9e\x02\n\x0cSummaryGroup\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x12\n\nsite_count\x18\x02 \x01(\x05\x12.\n\x06\x66unnel\x18\x03 \x03(\x0b\x32\x1e.sitenet.startup.v1.FunnelStep\x12\x32\n\x0b\x63ycle_times\x18\x04 \x03(\x0b\x32\x1d.sitenet.startup.v1.CycleTime\x12\x35\n\x07overdue\x18\x05 \x03(\x0b\x32$.sitenet.startup.v1.OverdueMilestone\x12\x15\n\rsites_overdue\x18\x06 \x01(\x05\x12\x39\n\nactivation\x18\x07 \x01(\x0b\x32%.sitenet.startup.v1.ActivationOutlook\"\xf9\x01\n\x11\x41\x63tivationSummary\x12\r\n\x05study\x18\x01 \x01(\t\x12 \n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x17\n\x0f\x64ue_within_days\x18\x03 \x01(\x05\x12/\n\x05total\x18\x04 \x01(\x0b\x32 .sitenet.startup.v1.SummaryGroup\x12\x34\n\nby_country\x18\x05 \x03(\x0b\x32 .sitenet.startup.v1.SummaryGroup\x12\x33\n\tby_region\x18\x06 \x03(\x0b\x32 .sitenet.startup.v1.SummaryGroup*p\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PHASE_1\x10\x01\x12\r\n\tPHASE_1_2\x10\x02\x12\x0b\n\x07PHASE_2\x10\x03\x12\r\n\tPHASE_2_3\x10\x04\x12\x0b\n\x07PHASE_3\x10\x05\x12\x0b\n\x07PHASE_4\x10\x06*\x9b\x01\n\x0fMilestoneStatus\x12 \n\x1cMILESTONE_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PLANNED\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\x08\n\x04\x44ONE\x10\x03\x12\x12\n\x0eNOT_APPLICABLE\x10\x04\x12\x1c\n\x18\x41PPROVED_WITH_CONDITIONS\x10\x05\x12\x0c\n\x08REJECTED\x10\x06*s\n\x0fStudySiteStatus\x12!\n\x1dSTUDY_SITE_STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bNOT_STARTED\x10\x01\x12\x0e\n\nIN_STARTUP\x10\x02\x12\r\n\tACTIVATED\x10\x03\x12\r\n\tENROLLING\x10\x04\x32\xb2\x08\n\x0eStartupTracker\x12P\n\x0b\x43reateStudy\x12&.sitenet.startup.v1.CreateStudyRequest\x1a\x19.sitenet.startup.v1.Study\x12J\n\x08GetStudy\x12#.sitenet.startup.v1.GetStudyRequest\x1a\x19.sitenet.startup.v1.Study\x12^\n\x0bListStudies\x12&.sitenet.startup.v1.ListStudiesRequest\x1a\'.sitenet.startup.v1.ListStudiesResponse\x12V\n\x0c\x41\x64\x64StudySite\x12\'.sitenet.startup.v1.AddStudySiteRequest\x1a\x1d.sitenet.startup.v1.StudySite\x12V\n\x0cGetStudySite\x12\'.sitenet.startup.v1.GetStudySiteRequest\x1a\x1d.sitenet.startup.v1.StudySite\x12g\n\x0eListStudySites\x12).sitenet.startup.v1.ListStudySitesRequest\x1a*.sitenet.startup.v1.ListStudySitesResponse\x12\\\n\x0fRecordMilestone\x12*.sitenet.startup.v1.RecordMilestoneRequest\x1a\x1d.sitenet.startup.v1.Milestone\x12P\n\x0bUpdateStudy\x12&.sitenet.startup.v1.UpdateStudyRequest\x1a\x19.sitenet.startup.v1.Study\x12n\n\x15RecordCountryApproval\x12\x30.sitenet.startup.v1.RecordCountryApprovalRequest\x1a#.sitenet.startup.v1.CountryApproval\x12y\n\x14ListMilestoneHistory\x12/.sitenet.startup.v1.ListMilestoneHistoryRequest\x1a\x30.sitenet.startup.v1.ListMilestoneHistoryResponse\x12n\n\x14GetActivationSummary\x12/.sitenet.startup.v1.GetActivationSummaryRequest\x1a%.sitenet.startup.v1.ActivationSummaryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sitenet.startup.v1.startup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PHASE']._serialized_start=1930
-  _globals['_PHASE']._serialized_end=2042
-  _globals['_MILESTONESTATUS']._serialized_start=2045
-  _globals['_MILESTONESTATUS']._serialized_end=2200
-  _globals['_STUDY']._serialized_start=114
-  _globals['_STUDY']._serialized_end=399
-  _globals['_MILESTONE']._serialized_start=402
-  _globals['_MILESTONE']._serialized_end=730
-  _globals['_STUDYSITE']._serialized_start=733
-  _globals['_STUDYSITE']._serialized_end=1065
-  _globals['_CREATESTUDYREQUEST']._serialized_start=1067
-  _globals['_CREATESTUDYREQUEST']._serialized_end=1167
-  _globals['_GETSTUDYREQUEST']._serialized_start=1169
-  _globals['_GETSTUDYREQUEST']._serialized_end=1200
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=1202
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=1277
-  _globals['_LISTSTUDIESRESPONSE']._serialized_start=1279
-  _globals['_LISTSTUDIESRESPONSE']._serialized_end=1369
-  _globals['_ADDSTUDYSITEREQUEST']._serialized_start=1371
-  _globals['_ADDSTUDYSITEREQUEST']._serialized_end=1442
-  _globals['_GETSTUDYSITEREQUEST']._serialized_start=1444
-  _globals['_GETSTUDYSITEREQUEST']._serialized_end=1479
-  _globals['_LISTSTUDYSITESREQUEST']._serialized_start=1481
-  _globals['_LISTSTUDYSITESREQUEST']._serialized_end=1575
-  _globals['_LISTSTUDYSITESRESPONSE']._serialized_start=1577
-  _globals['_LISTSTUDYSITESRESPONSE']._serialized_end=1678
-  _globals['_RECORDMILESTONEREQUEST']._serialized_start=1681
-  _globals['_RECORDMILESTONEREQUEST']._serialized_end=1928
-  _globals['_STARTUPTRACKER']._serialized_start=2203
-  _globals['_STARTUPTRACKER']._serialized_end=2848
+  _globals['_TEMPLATECHOICE_TARGETDAYSENTRY']._loaded_options = None
+  _globals['_TEMPLATECHOICE_TARGETDAYSENTRY']._serialized_options = b'8\001'
+  _globals['_PHASE']._serialized_start=4923
+  _globals['_PHASE']._serialized_end=5035
+  _globals['_MILESTONESTATUS']._serialized_start=5038
+  _globals['_MILESTONESTATUS']._serialized_end=5193
+  _globals['_STUDYSITESTATUS']._serialized_start=5195
+  _globals['_STUDYSITESTATUS']._serialized_end=5310
+  _globals['_STUDY']._serialized_start=148
+  _globals['_STUDY']._serialized_end=703
+  _globals['_TEMPLATECHOICE']._serialized_start=706
+  _globals['_TEMPLATECHOICE']._serialized_end=938
+  _globals['_TEMPLATECHOICE_TARGETDAYSENTRY']._serialized_start=889
+  _globals['_TEMPLATECHOICE_TARGETDAYSENTRY']._serialized_end=938
+  _globals['_MILESTONEDEFINITION']._serialized_start=941
+  _globals['_MILESTONEDEFINITION']._serialized_end=1092
+  _globals['_COUNTRYAPPROVAL']._serialized_start=1095
+  _globals['_COUNTRYAPPROVAL']._serialized_end=1387
+  _globals['_MILESTONE']._serialized_start=1390
+  _globals['_MILESTONE']._serialized_end=1833
+  _globals['_STUDYSITE']._serialized_start=1836
+  _globals['_STUDYSITE']._serialized_end=2328
+  _globals['_CREATESTUDYREQUEST']._serialized_start=2330
+  _globals['_CREATESTUDYREQUEST']._serialized_end=2430
+  _globals['_GETSTUDYREQUEST']._serialized_start=2432
+  _globals['_GETSTUDYREQUEST']._serialized_end=2463
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=2465
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=2540
+  _globals['_LISTSTUDIESRESPONSE']._serialized_start=2542
+  _globals['_LISTSTUDIESRESPONSE']._serialized_end=2632
+  _globals['_ADDSTUDYSITEREQUEST']._serialized_start=2634
+  _globals['_ADDSTUDYSITEREQUEST']._serialized_end=2705
+  _globals['_GETSTUDYSITEREQUEST']._serialized_start=2707
+  _globals['_GETSTUDYSITEREQUEST']._serialized_end=2742
+  _globals['_LISTSTUDYSITESREQUEST']._serialized_start=2744
+  _globals['_LISTSTUDYSITESREQUEST']._serialized_end=2838
+  _globals['_LISTSTUDYSITESRESPONSE']._serialized_start=2840
+  _globals['_LISTSTUDYSITESRESPONSE']._serialized_end=2941
+  _globals['_RECORDMILESTONEREQUEST']._serialized_start=2944
+  _globals['_RECORDMILESTONEREQUEST']._serialized_end=3191
+  _globals['_UPDATESTUDYREQUEST']._serialized_start=3194
+  _globals['_UPDATESTUDYREQUEST']._serialized_end=3325
+  _globals['_RECORDCOUNTRYAPPROVALREQUEST']._serialized_start=3328
+  _globals['_RECORDCOUNTRYAPPROVALREQUEST']._serialized_end=3463
+  _globals['_LISTMILESTONEHISTORYREQUEST']._serialized_start=3465
+  _globals['_LISTMILESTONEHISTORYREQUEST']._serialized_end=3549
+  _globals['_MILESTONEHISTORYENTRY']._serialized_start=3552
+  _globals['_MILESTONEHISTORYENTRY']._serialized_end=3747
+  _globals['_LISTMILESTONEHISTORYRESPONSE']._serialized_start=3749
+  _globals['_LISTMILESTONEHISTORYRESPONSE']._serialized_end=3864
+  _globals['_GETACTIVATIONSUMMARYREQUEST']._serialized_start=3866
+  _globals['_GETACTIVATIONSUMMARYREQUEST']._serialized_end=3934
+  _globals['_FUNNELSTEP']._serialized_start=3936
+  _globals['_FUNNELSTEP']._serialized_end=4010
+  _globals['_CYCLETIME']._serialized_start=4013
+  _globals['_CYCLETIME']._serialized_end=4142
+  _globals['_OVERDUEMILESTONE']._serialized_start=4144
+  _globals['_OVERDUEMILESTONE']._serialized_end=4263
+  _globals['_ACTIVATIONOUTLOOK']._serialized_start=4265
+  _globals['_ACTIVATIONOUTLOOK']._serialized_end=4380
+  _globals['_SUMMARYGROUP']._serialized_start=4383
+  _globals['_SUMMARYGROUP']._serialized_end=4669
+  _globals['_ACTIVATIONSUMMARY']._serialized_start=4672
+  _globals['_ACTIVATIONSUMMARY']._serialized_end=4921
+  _globals['_STARTUPTRACKER']._serialized_start=5313
+  _globals['_STARTUPTRACKER']._serialized_end=6387
 # @@protoc_insertion_point(module_scope)

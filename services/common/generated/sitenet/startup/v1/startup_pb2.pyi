@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -101,6 +102,38 @@ REJECTED: MilestoneStatus.ValueType  # 6
 """IRB only: rejected; a resubmission is recorded next."""
 Global___MilestoneStatus: _TypeAlias = MilestoneStatus  # noqa: Y015
 
+class _StudySiteStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StudySiteStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StudySiteStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STUDY_SITE_STATUS_UNSPECIFIED: _StudySiteStatus.ValueType  # 0
+    """Not set."""
+    NOT_STARTED: _StudySiteStatus.ValueType  # 1
+    """No milestone done yet."""
+    IN_STARTUP: _StudySiteStatus.ValueType  # 2
+    """On the way to activation."""
+    ACTIVATED: _StudySiteStatus.ValueType  # 3
+    """Site activated (greenlight)."""
+    ENROLLING: _StudySiteStatus.ValueType  # 4
+    """First patient in."""
+
+class StudySiteStatus(_StudySiteStatus, metaclass=_StudySiteStatusEnumTypeWrapper):
+    """Where a study-site stands."""
+
+STUDY_SITE_STATUS_UNSPECIFIED: StudySiteStatus.ValueType  # 0
+"""Not set."""
+NOT_STARTED: StudySiteStatus.ValueType  # 1
+"""No milestone done yet."""
+IN_STARTUP: StudySiteStatus.ValueType  # 2
+"""On the way to activation."""
+ACTIVATED: StudySiteStatus.ValueType  # 3
+"""Site activated (greenlight)."""
+ENROLLING: StudySiteStatus.ValueType  # 4
+"""First patient in."""
+Global___StudySiteStatus: _TypeAlias = StudySiteStatus  # noqa: Y015
+
 @_typing.final
 class Study(_message.Message):
     """A clinical study (protocol) of a sponsor."""
@@ -117,6 +150,11 @@ class Study(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    TARGET_ACTIVATION_DATE_FIELD_NUMBER: _builtins.int
+    TARGET_ACTIVE_SITES_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    MILESTONE_DEFINITIONS_FIELD_NUMBER: _builtins.int
+    COUNTRY_APPROVALS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `studies/{study}`."""
     protocol_number: _builtins.str
@@ -131,6 +169,8 @@ class Study(_message.Message):
     """Therapeutic area, e.g. `oncology`."""
     etag: _builtins.str
     """Output only."""
+    target_active_sites: _builtins.int
+    """How many sites the sponsor plans to activate."""
     @_builtins.property
     def country_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """ISO 3166-1 alpha-2 codes of the countries taking part."""
@@ -142,6 +182,24 @@ class Study(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def target_activation_date(self) -> _date_pb2.Date:
+        """Date by which the sponsor plans every site to be active."""
+
+    @_builtins.property
+    def template(self) -> Global___TemplateChoice:
+        """The study's milestone template; set at CreateStudy only. Empty means the default."""
+
+    @_builtins.property
+    def milestone_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___MilestoneDefinition]:
+        """Output only. The milestones the study follows, in order, with targets."""
+
+    @_builtins.property
+    def country_approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___CountryApproval]:
+        """Output only. Regulatory approvals recorded per country (in GetStudy, CreateStudy and
+        UpdateStudy answers; ListStudies leaves it empty).
+        """
 
     def __init__(
         self,
@@ -156,14 +214,181 @@ class Study(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        target_activation_date: _date_pb2.Date | None = ...,
+        target_active_sites: _builtins.int = ...,
+        template: Global___TemplateChoice | None = ...,
+        milestone_definitions: _abc.Iterable[Global___MilestoneDefinition] | None = ...,
+        country_approvals: _abc.Iterable[Global___CountryApproval] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "target_activation_date", b"target_activation_date", "template", b"template", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_codes", b"country_codes", "create_time", b"create_time", "etag", b"etag", "name", b"name", "phase", b"phase", "protocol_number", b"protocol_number", "sponsor_org", b"sponsor_org", "therapeutic_area", b"therapeutic_area", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_approvals", b"country_approvals", "country_codes", b"country_codes", "create_time", b"create_time", "etag", b"etag", "milestone_definitions", b"milestone_definitions", "name", b"name", "phase", b"phase", "protocol_number", b"protocol_number", "sponsor_org", b"sponsor_org", "target_activation_date", b"target_activation_date", "target_active_sites", b"target_active_sites", "template", b"template", "therapeutic_area", b"therapeutic_area", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Study: _TypeAlias = Study  # noqa: Y015
+
+@_typing.final
+class TemplateChoice(_message.Message):
+    """How a study adjusts the default start-up template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TargetDaysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SKIP_MILESTONES_FIELD_NUMBER: _builtins.int
+    TARGET_DAYS_FIELD_NUMBER: _builtins.int
+    EXTRA_MILESTONES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def skip_milestones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Default milestones this study skips (e.g. `site-qualification-visit`);
+        a skipped prerequisite is dropped from the rules.
+        """
+
+    @_builtins.property
+    def target_days(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Target days after site selection, per milestone key, overriding the default."""
+
+    @_builtins.property
+    def extra_milestones(self) -> _containers.RepeatedCompositeFieldContainer[Global___MilestoneDefinition]:
+        """Extra milestones of this study, placed after their last prerequisite."""
+
+    def __init__(
+        self,
+        *,
+        skip_milestones: _abc.Iterable[_builtins.str] | None = ...,
+        target_days: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        extra_milestones: _abc.Iterable[Global___MilestoneDefinition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_milestones", b"extra_milestones", "skip_milestones", b"skip_milestones", "target_days", b"target_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateChoice: _TypeAlias = TemplateChoice  # noqa: Y015
+
+@_typing.final
+class MilestoneDefinition(_message.Message):
+    """One milestone of a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
+    PREREQUISITES_FIELD_NUMBER: _builtins.int
+    TARGET_DAYS_FIELD_NUMBER: _builtins.int
+    HAS_TARGET_FIELD_NUMBER: _builtins.int
+    milestone: _builtins.str
+    """Key, e.g. `irb-approved` (lower case, digits, '-')."""
+    display_name: _builtins.str
+    """English name."""
+    display_name_ko: _builtins.str
+    """Korean name."""
+    target_days: _builtins.int
+    """Target: days after site selection it should be done by; 0 with `has_target` false means none."""
+    has_target: _builtins.bool
+    """Whether `target_days` is set."""
+    @_builtins.property
+    def prerequisites(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Milestones that must be done first."""
+
+    def __init__(
+        self,
+        *,
+        milestone: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        display_name_ko: _builtins.str = ...,
+        prerequisites: _abc.Iterable[_builtins.str] | None = ...,
+        target_days: _builtins.int = ...,
+        has_target: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "display_name_ko", b"display_name_ko", "has_target", b"has_target", "milestone", b"milestone", "prerequisites", b"prerequisites", "target_days", b"target_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MilestoneDefinition: _TypeAlias = MilestoneDefinition  # noqa: Y015
+
+@_typing.final
+class CountryApproval(_message.Message):
+    """A country's regulatory approval of a study."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNTRY_CODE_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SUBMITTED_DATE_FIELD_NUMBER: _builtins.int
+    DECISION_DATE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `studies/{study}/countries/{country}`."""
+    country_code: _builtins.str
+    """ISO 3166-1 alpha-2."""
+    authority: _builtins.str
+    """Authority, e.g. `MFDS` for KR; defaults from the country."""
+    status: Global___MilestoneStatus.ValueType
+    """Status: DONE (approved), IN_PROGRESS (under review), PLANNED or REJECTED."""
+    reference: _builtins.str
+    """Authority's reference, e.g. the IND approval number."""
+    note: _builtins.str
+    """Free-text note."""
+    @_builtins.property
+    def submitted_date(self) -> _date_pb2.Date:
+        """Date submitted to the authority."""
+
+    @_builtins.property
+    def decision_date(self) -> _date_pb2.Date:
+        """Date approved (or rejected), in the country's calendar."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        country_code: _builtins.str = ...,
+        authority: _builtins.str = ...,
+        status: Global___MilestoneStatus.ValueType = ...,
+        submitted_date: _date_pb2.Date | None = ...,
+        decision_date: _date_pb2.Date | None = ...,
+        reference: _builtins.str = ...,
+        note: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision_date", b"decision_date", "submitted_date", b"submitted_date", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "country_code", b"country_code", "decision_date", b"decision_date", "name", b"name", "note", b"note", "reference", b"reference", "status", b"status", "submitted_date", b"submitted_date", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountryApproval: _TypeAlias = CountryApproval  # noqa: Y015
 
 @_typing.final
 class Milestone(_message.Message):
@@ -181,6 +406,10 @@ class Milestone(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     PREREQUISITES_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TARGET_DATE_FIELD_NUMBER: _builtins.int
+    PLANNED_SLIP_DAYS_FIELD_NUMBER: _builtins.int
+    ACTUAL_SLIP_DAYS_FIELD_NUMBER: _builtins.int
+    DAYS_OVERDUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `studies/{study}/sites/{site}/milestones/{milestone}`."""
     milestone: _builtins.str
@@ -191,6 +420,12 @@ class Milestone(_message.Message):
     """Status."""
     note: _builtins.str
     """Free-text note."""
+    planned_slip_days: _builtins.int
+    """Output only. Planned minus baseline, in days (re-planning slippage)."""
+    actual_slip_days: _builtins.int
+    """Output only. Actual minus baseline, in days."""
+    days_overdue: _builtins.int
+    """Output only. Days past the target date while not done (0 if not overdue)."""
     @_builtins.property
     def baseline_date(self) -> _date_pb2.Date:
         """First planned date; never moves once set."""
@@ -211,6 +446,10 @@ class Milestone(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def target_date(self) -> _date_pb2.Date:
+        """Output only. Target date: site selection plus the template's target days."""
+
     def __init__(
         self,
         *,
@@ -224,10 +463,14 @@ class Milestone(_message.Message):
         note: _builtins.str = ...,
         prerequisites: _abc.Iterable[_builtins.str] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        target_date: _date_pb2.Date | None = ...,
+        planned_slip_days: _builtins.int = ...,
+        actual_slip_days: _builtins.int = ...,
+        days_overdue: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "planned_date", b"planned_date", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "planned_date", b"planned_date", "target_date", b"target_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "baseline_date", b"baseline_date", "display_name", b"display_name", "milestone", b"milestone", "name", b"name", "note", b"note", "planned_date", b"planned_date", "prerequisites", b"prerequisites", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_date", b"actual_date", "actual_slip_days", b"actual_slip_days", "baseline_date", b"baseline_date", "days_overdue", b"days_overdue", "display_name", b"display_name", "milestone", b"milestone", "name", b"name", "note", b"note", "planned_date", b"planned_date", "planned_slip_days", b"planned_slip_days", "prerequisites", b"prerequisites", "status", b"status", "target_date", b"target_date", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,6 +493,11 @@ class StudySite(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FLAGGED_FIELD_NUMBER: _builtins.int
+    FLAG_REASON_FIELD_NUMBER: _builtins.int
+    PLANNED_ACTIVATION_DATE_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `studies/{study}/sites/{site}`."""
     site: _builtins.str
@@ -266,6 +514,14 @@ class StudySite(_message.Message):
     """Latest milestone done, in template order; empty before the first."""
     etag: _builtins.str
     """Output only."""
+    status: Global___StudySiteStatus.ValueType
+    """Output only."""
+    flagged: _builtins.bool
+    """Output only. True while the registry has the site suspended or closed."""
+    flag_reason: _builtins.str
+    """Output only. Why it is flagged."""
+    overdue: _builtins.bool
+    """Output only. True when any milestone is past its target date and not done."""
     @_builtins.property
     def milestones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Milestone]:
         """Every milestone of the template, in template order."""
@@ -277,6 +533,10 @@ class StudySite(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def planned_activation_date(self) -> _date_pb2.Date:
+        """Output only. Planned activation date: the site-activated planned date, else its target."""
 
     def __init__(
         self,
@@ -292,10 +552,15 @@ class StudySite(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        status: Global___StudySiteStatus.ValueType = ...,
+        flagged: _builtins.bool = ...,
+        flag_reason: _builtins.str = ...,
+        planned_activation_date: _date_pb2.Date | None = ...,
+        overdue: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "planned_activation_date", b"planned_activation_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "create_time", b"create_time", "current_milestone", b"current_milestone", "etag", b"etag", "milestones", b"milestones", "name", b"name", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "create_time", b"create_time", "current_milestone", b"current_milestone", "etag", b"etag", "flag_reason", b"flag_reason", "flagged", b"flagged", "milestones", b"milestones", "name", b"name", "overdue", b"overdue", "planned_activation_date", b"planned_activation_date", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -482,7 +747,9 @@ class ListStudySitesRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous response."""
     filter: _builtins.str
-    """Filter, e.g. `country_code = "KR"`."""
+    """Filter on `status`, `current_milestone`, `country_code`, `region_code`, `site`,
+    `overdue` and `flagged`, e.g. `country_code = "KR" AND overdue = true`.
+    """
     def __init__(
         self,
         *,
@@ -580,3 +847,463 @@ class RecordMilestoneRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordMilestoneRequest: _TypeAlias = RecordMilestoneRequest  # noqa: Y015
+
+@_typing.final
+class UpdateStudyRequest(_message.Message):
+    """Request for UpdateStudy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    @_builtins.property
+    def study(self) -> Global___Study:
+        """The study; `name` says which."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: title, protocol_number, phase, therapeutic_area, country_codes,
+        target_activation_date, target_active_sites.
+        """
+
+    def __init__(
+        self,
+        *,
+        study: Global___Study | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "study", b"study", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStudyRequest: _TypeAlias = UpdateStudyRequest  # noqa: Y015
+
+@_typing.final
+class RecordCountryApprovalRequest(_message.Message):
+    """Request for RecordCountryApproval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`studies/{study}/countries/{country}`."""
+    reason: _builtins.str
+    """Why an earlier entry is being corrected; required when changing a decision recorded."""
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    @_builtins.property
+    def approval(self) -> Global___CountryApproval:
+        """The approval; `name` and `country_code` are ignored."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        approval: Global___CountryApproval | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCountryApprovalRequest: _TypeAlias = RecordCountryApprovalRequest  # noqa: Y015
+
+@_typing.final
+class ListMilestoneHistoryRequest(_message.Message):
+    """Request for ListMilestoneHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`studies/{study}/sites/{site}` for a study-site's milestones, or `studies/{study}`
+    for the study's own entries (`study` updates, `country-approval/{country}`).
+    """
+    page_size: _builtins.int
+    """Page size: 0 means the default (50); above 1000 is treated as 1000."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMilestoneHistoryRequest: _TypeAlias = ListMilestoneHistoryRequest  # noqa: Y015
+
+@_typing.final
+class MilestoneHistoryEntry(_message.Message):
+    """One audit entry: a change as it was made. Entries are never altered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    BEFORE_JSON_FIELD_NUMBER: _builtins.int
+    AFTER_JSON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.int
+    """Sequence number of the entry."""
+    milestone: _builtins.str
+    """Milestone key."""
+    before_json: _builtins.str
+    """Before the change (JSON)."""
+    after_json: _builtins.str
+    """After the change (JSON)."""
+    actor: _builtins.str
+    """Token subject that made it."""
+    role: _builtins.str
+    """Role of the actor."""
+    reason: _builtins.str
+    """Why (for corrections)."""
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.int = ...,
+        milestone: _builtins.str = ...,
+        before_json: _builtins.str = ...,
+        after_json: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        role: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after_json", b"after_json", "before_json", b"before_json", "entry_id", b"entry_id", "milestone", b"milestone", "reason", b"reason", "record_time", b"record_time", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MilestoneHistoryEntry: _TypeAlias = MilestoneHistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListMilestoneHistoryResponse(_message.Message):
+    """Response for ListMilestoneHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___MilestoneHistoryEntry]:
+        """The page of entries."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___MilestoneHistoryEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMilestoneHistoryResponse: _TypeAlias = ListMilestoneHistoryResponse  # noqa: Y015
+
+@_typing.final
+class GetActivationSummaryRequest(_message.Message):
+    """Request for GetActivationSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DUE_WITHIN_DAYS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`studies/{study}`."""
+    due_within_days: _builtins.int
+    """Window for "due soon" in days; 0 means 30."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        due_within_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_within_days", b"due_within_days", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivationSummaryRequest: _TypeAlias = GetActivationSummaryRequest  # noqa: Y015
+
+@_typing.final
+class FunnelStep(_message.Message):
+    """Sites that have reached, or are at, a milestone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    SITES_DONE_FIELD_NUMBER: _builtins.int
+    SITES_CURRENT_FIELD_NUMBER: _builtins.int
+    milestone: _builtins.str
+    """Milestone key."""
+    sites_done: _builtins.int
+    """Sites with this milestone done (DONE or APPROVED_WITH_CONDITIONS)."""
+    sites_current: _builtins.int
+    """Sites whose current milestone this is."""
+    def __init__(
+        self,
+        *,
+        milestone: _builtins.str = ...,
+        sites_done: _builtins.int = ...,
+        sites_current: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["milestone", b"milestone", "sites_current", b"sites_current", "sites_done", b"sites_done"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunnelStep: _TypeAlias = FunnelStep  # noqa: Y015
+
+@_typing.final
+class CycleTime(_message.Message):
+    """Cycle time of one step: days from one milestone's actual date to another's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_MILESTONE_FIELD_NUMBER: _builtins.int
+    TO_MILESTONE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MEDIAN_DAYS_FIELD_NUMBER: _builtins.int
+    P75_DAYS_FIELD_NUMBER: _builtins.int
+    P90_DAYS_FIELD_NUMBER: _builtins.int
+    from_milestone: _builtins.str
+    """Start milestone."""
+    to_milestone: _builtins.str
+    """End milestone."""
+    count: _builtins.int
+    """Sites with both dates."""
+    median_days: _builtins.float
+    """Median days."""
+    p75_days: _builtins.float
+    """75th percentile days."""
+    p90_days: _builtins.float
+    """90th percentile days."""
+    def __init__(
+        self,
+        *,
+        from_milestone: _builtins.str = ...,
+        to_milestone: _builtins.str = ...,
+        count: _builtins.int = ...,
+        median_days: _builtins.float = ...,
+        p75_days: _builtins.float = ...,
+        p90_days: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "from_milestone", b"from_milestone", "median_days", b"median_days", "p75_days", b"p75_days", "p90_days", b"p90_days", "to_milestone", b"to_milestone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CycleTime: _TypeAlias = CycleTime  # noqa: Y015
+
+@_typing.final
+class OverdueMilestone(_message.Message):
+    """One overdue milestone of a site."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    TARGET_DATE_FIELD_NUMBER: _builtins.int
+    DAYS_OVERDUE_FIELD_NUMBER: _builtins.int
+    study_site: _builtins.str
+    """`studies/{study}/sites/{site}`."""
+    milestone: _builtins.str
+    """Milestone key."""
+    days_overdue: _builtins.int
+    """Days late as of today at the site."""
+    @_builtins.property
+    def target_date(self) -> _date_pb2.Date:
+        """Target date."""
+
+    def __init__(
+        self,
+        *,
+        study_site: _builtins.str = ...,
+        milestone: _builtins.str = ...,
+        target_date: _date_pb2.Date | None = ...,
+        days_overdue: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target_date", b"target_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days_overdue", b"days_overdue", "milestone", b"milestone", "study_site", b"study_site", "target_date", b"target_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverdueMilestone: _TypeAlias = OverdueMilestone  # noqa: Y015
+
+@_typing.final
+class ActivationOutlook(_message.Message):
+    """Sites grouped by planned activation date."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    DUE_SOON_FIELD_NUMBER: _builtins.int
+    PLANNED_LATER_FIELD_NUMBER: _builtins.int
+    ACTIVATED_FIELD_NUMBER: _builtins.int
+    UNPLANNED_FIELD_NUMBER: _builtins.int
+    overdue: _builtins.int
+    """Not activated; planned activation date before today."""
+    due_soon: _builtins.int
+    """Not activated; planned within the next `due_within_days` days (today included)."""
+    planned_later: _builtins.int
+    """Not activated; planned later."""
+    activated: _builtins.int
+    """Site activated."""
+    unplanned: _builtins.int
+    """Not activated and no date to plan by (site not selected, no plan)."""
+    def __init__(
+        self,
+        *,
+        overdue: _builtins.int = ...,
+        due_soon: _builtins.int = ...,
+        planned_later: _builtins.int = ...,
+        activated: _builtins.int = ...,
+        unplanned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated", b"activated", "due_soon", b"due_soon", "overdue", b"overdue", "planned_later", b"planned_later", "unplanned", b"unplanned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivationOutlook: _TypeAlias = ActivationOutlook  # noqa: Y015
+
+@_typing.final
+class SummaryGroup(_message.Message):
+    """The summary numbers for one group of sites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SITE_COUNT_FIELD_NUMBER: _builtins.int
+    FUNNEL_FIELD_NUMBER: _builtins.int
+    CYCLE_TIMES_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    SITES_OVERDUE_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """`all`, a country code (`KR`) or a region code (`KR-11`)."""
+    site_count: _builtins.int
+    """Sites in the group."""
+    sites_overdue: _builtins.int
+    """Sites with at least one overdue milestone."""
+    @_builtins.property
+    def funnel(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunnelStep]:
+        """Per milestone, in template order."""
+
+    @_builtins.property
+    def cycle_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___CycleTime]:
+        """Per step of the template's graph, then the headline spans."""
+
+    @_builtins.property
+    def overdue(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverdueMilestone]:
+        """Overdue milestones, most late first."""
+
+    @_builtins.property
+    def activation(self) -> Global___ActivationOutlook:
+        """By planned activation date."""
+
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        site_count: _builtins.int = ...,
+        funnel: _abc.Iterable[Global___FunnelStep] | None = ...,
+        cycle_times: _abc.Iterable[Global___CycleTime] | None = ...,
+        overdue: _abc.Iterable[Global___OverdueMilestone] | None = ...,
+        sites_overdue: _builtins.int = ...,
+        activation: Global___ActivationOutlook | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "cycle_times", b"cycle_times", "funnel", b"funnel", "overdue", b"overdue", "scope", b"scope", "site_count", b"site_count", "sites_overdue", b"sites_overdue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummaryGroup: _TypeAlias = SummaryGroup  # noqa: Y015
+
+@_typing.final
+class ActivationSummary(_message.Message):
+    """Response for GetActivationSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    DUE_WITHIN_DAYS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    BY_COUNTRY_FIELD_NUMBER: _builtins.int
+    BY_REGION_FIELD_NUMBER: _builtins.int
+    study: _builtins.str
+    """`studies/{study}`."""
+    due_within_days: _builtins.int
+    """Window used for `due_soon`."""
+    @_builtins.property
+    def as_of(self) -> _date_pb2.Date:
+        """UTC date it was computed on (each site's "today" is in its own time zone)."""
+
+    @_builtins.property
+    def total(self) -> Global___SummaryGroup:
+        """All sites the caller may see."""
+
+    @_builtins.property
+    def by_country(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummaryGroup]:
+        """Per country, by code."""
+
+    @_builtins.property
+    def by_region(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummaryGroup]:
+        """Per region, by code."""
+
+    def __init__(
+        self,
+        *,
+        study: _builtins.str = ...,
+        as_of: _date_pb2.Date | None = ...,
+        due_within_days: _builtins.int = ...,
+        total: Global___SummaryGroup | None = ...,
+        by_country: _abc.Iterable[Global___SummaryGroup] | None = ...,
+        by_region: _abc.Iterable[Global___SummaryGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "by_country", b"by_country", "by_region", b"by_region", "due_within_days", b"due_within_days", "study", b"study", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivationSummary: _TypeAlias = ActivationSummary  # noqa: Y015

@@ -70,6 +70,26 @@ class StartupTrackerStub:
                 request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordMilestoneRequest.SerializeToString,
                 response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.Milestone.FromString,
                 _registered_method=True)
+        self.UpdateStudy = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/UpdateStudy',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.UpdateStudyRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.Study.FromString,
+                _registered_method=True)
+        self.RecordCountryApproval = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/RecordCountryApproval',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordCountryApprovalRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.CountryApproval.FromString,
+                _registered_method=True)
+        self.ListMilestoneHistory = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/ListMilestoneHistory',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetActivationSummary = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/GetActivationSummary',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.FromString,
+                _registered_method=True)
 
 
 class StartupTrackerServicer:
@@ -125,6 +145,36 @@ class StartupTrackerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateStudy(self, request, context):
+        """Updates a study's fields named in `update_mask`; a stale `etag` is ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCountryApproval(self, request, context):
+        """Records a country's regulatory approval of a study (e.g. MFDS IND approval for KR);
+        it gates activation of every site of the study in that country.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMilestoneHistory(self, request, context):
+        """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+        study's own changes and country approvals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetActivationSummary(self, request, context):
+        """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StartupTrackerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +212,26 @@ def add_StartupTrackerServicer_to_server(servicer, server):
                     servicer.RecordMilestone,
                     request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordMilestoneRequest.FromString,
                     response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.Milestone.SerializeToString,
+            ),
+            'UpdateStudy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStudy,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.UpdateStudyRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.Study.SerializeToString,
+            ),
+            'RecordCountryApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCountryApproval,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordCountryApprovalRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.CountryApproval.SerializeToString,
+            ),
+            'ListMilestoneHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMilestoneHistory,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryResponse.SerializeToString,
+            ),
+            'GetActivationSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActivationSummary,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +424,114 @@ class StartupTracker:
             '/sitenet.startup.v1.StartupTracker/RecordMilestone',
             sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordMilestoneRequest.SerializeToString,
             sitenet_dot_startup_dot_v1_dot_startup__pb2.Milestone.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/UpdateStudy',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.UpdateStudyRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.Study.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCountryApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/RecordCountryApproval',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordCountryApprovalRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.CountryApproval.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMilestoneHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/ListMilestoneHistory',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.ListMilestoneHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActivationSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/GetActivationSummary',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.FromString,
             options,
             channel_credentials,
             insecure,

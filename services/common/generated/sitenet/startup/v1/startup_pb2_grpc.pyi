@@ -47,6 +47,18 @@ class StartupTrackerStub:
     """Lists the sites of a study."""
     RecordMilestone: _grpc.UnaryUnaryMultiCallable[_startup_pb2.RecordMilestoneRequest, _startup_pb2.Milestone]
     """Records the status and dates of one milestone of a study-site."""
+    UpdateStudy: _grpc.UnaryUnaryMultiCallable[_startup_pb2.UpdateStudyRequest, _startup_pb2.Study]
+    """Updates a study's fields named in `update_mask`; a stale `etag` is ABORTED."""
+    RecordCountryApproval: _grpc.UnaryUnaryMultiCallable[_startup_pb2.RecordCountryApprovalRequest, _startup_pb2.CountryApproval]
+    """Records a country's regulatory approval of a study (e.g. MFDS IND approval for KR);
+    it gates activation of every site of the study in that country.
+    """
+    ListMilestoneHistory: _grpc.UnaryUnaryMultiCallable[_startup_pb2.ListMilestoneHistoryRequest, _startup_pb2.ListMilestoneHistoryResponse]
+    """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+    study's own changes and country approvals.
+    """
+    GetActivationSummary: _grpc.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]
+    """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
 
 @_typing.type_check_only
 class StartupTrackerAsyncStub(StartupTrackerStub):
@@ -67,6 +79,18 @@ class StartupTrackerAsyncStub(StartupTrackerStub):
     """Lists the sites of a study."""
     RecordMilestone: _aio.UnaryUnaryMultiCallable[_startup_pb2.RecordMilestoneRequest, _startup_pb2.Milestone]  # type: ignore[assignment]
     """Records the status and dates of one milestone of a study-site."""
+    UpdateStudy: _aio.UnaryUnaryMultiCallable[_startup_pb2.UpdateStudyRequest, _startup_pb2.Study]  # type: ignore[assignment]
+    """Updates a study's fields named in `update_mask`; a stale `etag` is ABORTED."""
+    RecordCountryApproval: _aio.UnaryUnaryMultiCallable[_startup_pb2.RecordCountryApprovalRequest, _startup_pb2.CountryApproval]  # type: ignore[assignment]
+    """Records a country's regulatory approval of a study (e.g. MFDS IND approval for KR);
+    it gates activation of every site of the study in that country.
+    """
+    ListMilestoneHistory: _aio.UnaryUnaryMultiCallable[_startup_pb2.ListMilestoneHistoryRequest, _startup_pb2.ListMilestoneHistoryResponse]  # type: ignore[assignment]
+    """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+    study's own changes and country approvals.
+    """
+    GetActivationSummary: _aio.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]  # type: ignore[assignment]
+    """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
 
 class StartupTrackerServicer(metaclass=_abc_1.ABCMeta):
     """Tracks each site of each study from selection to first patient in."""
@@ -126,5 +150,41 @@ class StartupTrackerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_startup_pb2.Milestone, _abc.Awaitable[_startup_pb2.Milestone]]:
         """Records the status and dates of one milestone of a study-site."""
+
+    @_abc_1.abstractmethod
+    def UpdateStudy(
+        self,
+        request: _startup_pb2.UpdateStudyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.Study, _abc.Awaitable[_startup_pb2.Study]]:
+        """Updates a study's fields named in `update_mask`; a stale `etag` is ABORTED."""
+
+    @_abc_1.abstractmethod
+    def RecordCountryApproval(
+        self,
+        request: _startup_pb2.RecordCountryApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.CountryApproval, _abc.Awaitable[_startup_pb2.CountryApproval]]:
+        """Records a country's regulatory approval of a study (e.g. MFDS IND approval for KR);
+        it gates activation of every site of the study in that country.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMilestoneHistory(
+        self,
+        request: _startup_pb2.ListMilestoneHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.ListMilestoneHistoryResponse, _abc.Awaitable[_startup_pb2.ListMilestoneHistoryResponse]]:
+        """Lists audit entries (append-only), oldest first: a study-site's milestones, or the
+        study's own changes and country approvals.
+        """
+
+    @_abc_1.abstractmethod
+    def GetActivationSummary(
+        self,
+        request: _startup_pb2.GetActivationSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.ActivationSummary, _abc.Awaitable[_startup_pb2.ActivationSummary]]:
+        """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
 
 def add_StartupTrackerServicer_to_server(servicer: StartupTrackerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
