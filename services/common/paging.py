@@ -28,29 +28,41 @@ def _fingerprint(query: str) -> str:
     return hashlib.sha256(query.encode()).hexdigest()[:16]
 
 
-def encode_token(after: str, query: str = "") -> str:
-    """A token that resumes after `after`; bound to the query (filter, parent) it came from."""
-    raw = json.dumps({"a": after, "q": _fingerprint(query)}, separators=(",", ":"))
+def _encode(payload: dict[str, object], query: str) -> str:
+    raw = json.dumps({**payload, "q": _fingerprint(query)}, separators=(",", ":"),
+                     ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, query: str = "") -> str | None:
-    """The key to resume after, or None for the first page."""
-    if not token:
-        return None
+def _decode(token: str, query: str, field: str) -> object:
+    """The `field` a token carries, once it is known to be ours and of this query."""
     bad = InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad from exc
-    if not isinstance(data, dict) or not isinstance(data.get("a"), str):
+    if not isinstance(data, dict) or field not in data:
         raise bad
     if data.get("q") != _fingerprint(query):
-        raise InvalidArgument(
-            [FieldViolation("page_token", "belongs to a different query (filter or parent)")]
-        )
-    return str(data["a"])
+        raise InvalidArgument([FieldViolation(
+            "page_token", "belongs to a different query (parent, filter or order)")])
+    return data[field]
+
+
+def encode_token(after: str, query: str = "") -> str:
+    """A token that resumes after `after`; bound to the query (filter, parent) it came from."""
+    return _encode({"a": after}, query)
+
+
+def decode_token(token: str, query: str = "") -> str | None:
+    """The key to resume after, or None for the first page."""
+    if not token:
+        return None
+    after = _decode(token, query, "a")
+    if not isinstance(after, str):
+        raise InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
+    return after
 
 
 def encode_keyset(key: list[str], query: str = "") -> str:
@@ -59,29 +71,17 @@ def encode_keyset(key: list[str], query: str = "") -> str:
     For lists with `order_by`: the key holds the sort value and the id, so a page
     stays correct while rows are added before or after it.
     """
-    raw = json.dumps({"k": key, "q": _fingerprint(query)}, separators=(",", ":"),
-                     ensure_ascii=False)
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return _encode({"k": key}, query)
 
 
 def decode_keyset(token: str, query: str = "", length: int = 2) -> list[str] | None:
     """The sort key to resume after, or None for the first page."""
     if not token:
         return None
-    bad = InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad from exc
-    key = data.get("k") if isinstance(data, dict) else None
+    key = _decode(token, query, "k")
     if (not isinstance(key, list) or len(key) != length
             or not all(isinstance(k, str) for k in key)):
-        raise bad
-    if data.get("q") != _fingerprint(query):
-        raise InvalidArgument(
-            [FieldViolation("page_token", "belongs to a different query (filter or order)")]
-        )
+        raise InvalidArgument([FieldViolation("page_token", "is not a token this list returned")])
     return [str(k) for k in key]
 
 

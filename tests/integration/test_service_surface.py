@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from sitenet.registry.v1 import registry_pb2
 from sitenet.startup.v1 import startup_pb2
+from tests.support.errors import field_violations
 from tests.support.scenario import create_site, create_study, day, unique
 from tests.support.system import RunningSystem
 
@@ -30,15 +31,6 @@ def _port(system: RunningSystem, which: str) -> int:
     return app.server.port
 
 
-def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "no google.rpc.Status details"
-    out: dict[str, str] = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
 
 
 @pytest.mark.parametrize("which", list(SERVICES))

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 from google.type import date_pb2
-from grpc_status import rpc_status
 
 from sitenet.events.v1 import events_pb2
 from sitenet.registry.v1 import registry_pb2
+from tests.support.errors import fails
+from tests.support.errors import field_violations as violations
 from tests.support.events import site_events
 from tests.support.scenario import create_site, unique
 from tests.support.system import RunningSystem
@@ -24,22 +23,8 @@ from tests.support.system import RunningSystem
 Site = registry_pb2.Site
 
 
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
-def violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    out: dict[str, str] = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
 
 
 async def get(system: RunningSystem, site_id: str) -> Site:

@@ -3,18 +3,23 @@ input of every kind gets the right status and changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from sitenet.startup.v1 import startup_pb2
+from tests.support.errors import fails, field_violations, precondition_violations
 from tests.support.scenario import add_study_site, create_site, create_study, day, record, unique
 from tests.support.system import RunningSystem
+
+
+def preconditions(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    return precondition_violations(error)
+
+
+def bad_fields(error: grpc.aio.AioRpcError) -> set[str]:
+    return set(field_violations(error))
 
 SEQUENCE = [("site-selected", "2026-01-01"), ("cda-executed", "2026-01-05"),
             ("site-qualification-visit", "2026-01-10"), ("budget-agreed", "2026-01-20"),
@@ -23,33 +28,10 @@ SEQUENCE = [("site-selected", "2026-01-01"), ("cda-executed", "2026-01-05"),
             ("site-initiation-visit", "2026-02-10")]
 
 
-async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
 
 
-def preconditions(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    out = []
-    for detail in status.details:
-        failure = error_details_pb2.PreconditionFailure()
-        if detail.Unpack(failure):
-            out += [(v.type, v.subject) for v in failure.violations]
-    return out
 
 
-def bad_fields(error: grpc.aio.AioRpcError) -> set[str]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    out = set()
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out |= {v.field for v in bad.field_violations}
-    return out
 
 
 async def snapshot(system: RunningSystem, name: str) -> tuple[bytes, int]:
