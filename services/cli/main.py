@@ -12,7 +12,7 @@ from services.cli import sites
 from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.logs import configure_logging
-from services.common.tokens import TokenService
+from services.common.tokens import token_service
 
 app = typer.Typer(
     name="sitenet",
@@ -90,11 +90,12 @@ def token(
         help="Subject (who); defaults from the role")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 12 * 3600,
 ) -> None:
-    """Print a bearer token the running system accepts (signed with the data directory's key)."""
+    """Print a bearer token the running system accepts (signed with the data directory's key,
+    or with SITENET_JWT_PRIVATE_KEY_FILE when a JWKS is configured)."""
     from services.common.errors import InvalidArgument
 
     settings = Settings()
-    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    tokens = token_service(settings)
     try:
         typer.echo(tokens.issue(Role(role.value), subject=subject, org=org,
                                 sites=[s.removeprefix("sites/") for s in site or []],
