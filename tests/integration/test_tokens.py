@@ -3,8 +3,6 @@ UNAUTHENTICATED, a good one passes, and an HS256 key can be rotated without down
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +12,8 @@ import jwt
 import pytest
 
 from services.common.keys import hmac_kid
-from sitenet.registry.v1 import registry_pb2
 from tests.support.system import TEST_SECRET, RunningSystem, running_system
+from tests.support.tokens import call, claims, hs256, unsigned
 
 OLD_SECRET = "the-key-before-the-rotation-0123456789-abcdefgh"
 LEEWAY_S = 30
@@ -28,37 +26,6 @@ async def plain(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     async with running_system("sqlite", kafka_bootstrap, tmp_path_factory.mktemp("tokens"),
                               jwt_leeway_s=LEEWAY_S) as system:
         yield system
-
-
-def claims(**changes: Any) -> dict[str, Any]:
-    """Good admin claims, with `changes` applied (None removes a claim)."""
-    now = int(time.time())
-    base: dict[str, Any] = {"iss": "sitenet", "aud": "sitenet", "sub": "tester", "iat": now,
-                            "nbf": now, "exp": now + 600, "role": "admin"}
-    base.update(changes)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def hs256(body: dict[str, Any], secret: str = TEST_SECRET, kid: str | None = None) -> str:
-    return jwt.encode(body, secret, algorithm="HS256", headers={"kid": kid} if kid else None)
-
-
-def unsigned(body: dict[str, Any]) -> str:
-    """alg "none", built by hand so no library refuses to make it."""
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(body)}."
-
-
-async def call(system: RunningSystem, token: str) -> grpc.StatusCode:
-    """The status of one authenticated read on the registry."""
-    try:
-        await system.registry.ListSites(registry_pb2.ListSitesRequest(page_size=1),
-                                        metadata=[("authorization", f"Bearer {token}")],
-                                        timeout=10)
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 async def test_a_good_token_is_accepted(plain: RunningSystem) -> None:
