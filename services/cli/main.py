@@ -43,7 +43,9 @@ def run() -> None:
         system.start()
         typer.echo("")
         typer.echo("sitenet is running. Get a token:  sitenet token --role admin")
-        typer.echo("Try:  grpcurl -plaintext -H \"authorization: Bearer $(sitenet token --role "
+        transport = ("-plaintext" if settings.tls_cert_file is None
+                     else f"-cacert {settings.tls_ca_file or 'CA.pem'}")
+        typer.echo(f"Try:  grpcurl {transport} -H \"authorization: Bearer $(sitenet token --role "
                    f"admin)\" {settings.address(ServiceName.SITE_REGISTRY)} "
                    "sitenet.registry.v1.SiteRegistry/ListSites")
         typer.echo("Press Ctrl-C to stop.")
