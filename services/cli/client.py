@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.common.config import ServiceName, Settings
+from services.common.errors import InvalidArgument
 from services.common.identity import Role
 from services.common.rpc.tls import channel_credentials, sync_channel
 from services.common.tokens import token_service
@@ -24,7 +25,11 @@ from services.common.tokens import token_service
 def bearer(settings: Settings, token: str | None = None) -> list[tuple[str, str]]:
     value = token or os.environ.get("SITENET_TOKEN")
     if not value:
-        value = token_service(settings).issue(Role.ADMIN, subject="cli")
+        try:
+            value = token_service(settings).issue(Role.ADMIN, subject="cli")
+        except InvalidArgument as exc:  # RS256 without a private key: the IdP must issue it
+            typer.echo(f"error: {exc.message}; or pass --token / set SITENET_TOKEN", err=True)
+            raise typer.Exit(2) from exc
     return [("authorization", f"Bearer {value}")]
 
 

@@ -76,7 +76,7 @@ class JwksFile:
             if stamp == self._stamp:
                 return
             keys = self._load()
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:
             # Mid-write or broken: keep serving with the keys we have.
             log.warning("JWKS not reloaded; keeping the previous keys", path=str(self._path),
                         error=str(exc))

@@ -115,6 +115,9 @@ def token_service(settings: Settings) -> TokenService:
                                  settings.jwt_key_id)
         keys = KeySet(signing, jwks=JwksFile(settings.jwt_jwks_file))
     else:
+        if settings.jwt_private_key_file is not None:
+            # Minting RS256 tokens that nothing here would accept is a mistake, not a choice.
+            raise ValueError("SITENET_JWT_PRIVATE_KEY_FILE needs SITENET_JWT_JWKS_FILE")
         previous = [s.strip() for s in settings.jwt_previous_secrets.split(",") if s.strip()]
         keys = KeySet.hmac(settings.signing_secret(), previous)
     return TokenService(keys, settings.jwt_issuer, settings.jwt_audience,

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
 from services.cli.main import app
+from services.common.config import Settings
 from services.common.identity import Role
 from services.common.tokens import token_service
 from tests.support.pki import rsa_key, write_jwks, write_private_key
@@ -106,6 +107,12 @@ def hs256_with_public_key(body: dict[str, Any], key: rsa.RSAPrivateKey) -> str:
 async def test_anything_but_a_good_rs256_token_is_refused(rs256: Deployment,
                                                           token: Any) -> None:
     assert await call(rs256.system, token(rs256)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_signing_key_without_a_key_set_is_refused_at_start_up(tmp_path: Path) -> None:
+    key = write_private_key(rsa_key(), tmp_path / "signing.pem")
+    with pytest.raises(ValueError, match="JWKS"):
+        token_service(Settings(data_dir=tmp_path, jwt_private_key_file=key))
 
 
 async def test_retiring_a_key_in_the_jwks_file_takes_effect_without_a_restart(
