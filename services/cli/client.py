@@ -16,22 +16,27 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.common.config import ServiceName, Settings
+from services.common.errors import InvalidArgument
 from services.common.identity import Role
-from services.common.tokens import TokenService
+from services.common.rpc.tls import channel_credentials, sync_channel
+from services.common.tokens import token_service
 
 
 def bearer(settings: Settings, token: str | None = None) -> list[tuple[str, str]]:
     value = token or os.environ.get("SITENET_TOKEN")
     if not value:
-        tokens = TokenService(settings.signing_secret(), settings.jwt_issuer,
-                              settings.jwt_audience)
-        value = tokens.issue(Role.ADMIN, subject="cli")
+        try:
+            value = token_service(settings).issue(Role.ADMIN, subject="cli")
+        except InvalidArgument as exc:  # RS256 without a private key: the IdP must issue it
+            typer.echo(f"error: {exc.message}; or pass --token / set SITENET_TOKEN", err=True)
+            raise typer.Exit(2) from exc
     return [("authorization", f"Bearer {value}")]
 
 
 @contextmanager
 def channel(settings: Settings, service: ServiceName) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(settings.address(service)) as ch:
+    # TLS when configured (SITENET_TLS_CA_FILE, client cert and key for mTLS).
+    with sync_channel(settings.address(service), channel_credentials(settings)) as ch:
         yield ch
 
 

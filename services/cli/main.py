@@ -12,7 +12,7 @@ from services.cli import sites
 from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.logs import configure_logging
-from services.common.tokens import TokenService
+from services.common.tokens import token_service
 
 app = typer.Typer(
     name="sitenet",
@@ -43,7 +43,9 @@ def run() -> None:
         system.start()
         typer.echo("")
         typer.echo("sitenet is running. Get a token:  sitenet token --role admin")
-        typer.echo("Try:  grpcurl -plaintext -H \"authorization: Bearer $(sitenet token --role "
+        transport = ("-plaintext" if settings.tls_cert_file is None
+                     else f"-cacert {settings.tls_ca_file or 'CA.pem'}")
+        typer.echo(f"Try:  grpcurl {transport} -H \"authorization: Bearer $(sitenet token --role "
                    f"admin)\" {settings.address(ServiceName.SITE_REGISTRY)} "
                    "sitenet.registry.v1.SiteRegistry/ListSites")
         typer.echo("Press Ctrl-C to stop.")
@@ -90,11 +92,12 @@ def token(
         help="Subject (who); defaults from the role")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 12 * 3600,
 ) -> None:
-    """Print a bearer token the running system accepts (signed with the data directory's key)."""
+    """Print a bearer token the running system accepts (signed with the data directory's key,
+    or with SITENET_JWT_PRIVATE_KEY_FILE when a JWKS is configured)."""
     from services.common.errors import InvalidArgument
 
     settings = Settings()
-    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    tokens = token_service(settings)
     try:
         typer.echo(tokens.issue(Role(role.value), subject=subject, org=org,
                                 sites=[s.removeprefix("sites/") for s in site or []],

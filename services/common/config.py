@@ -39,6 +39,25 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str = "sitenet"
     jwt_audience: str = "sitenet"
+    jwt_previous_secrets: str = Field(
+        "", description="Comma-separated HS256 keys still accepted (not signed with) in a rotation"
+    )
+    jwt_leeway_s: float = Field(30.0, description="Clock skew allowed when checking exp and nbf")
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS of RS256 public keys; when set only RS256 tokens are accepted"
+    )
+    jwt_private_key_file: Path | None = Field(
+        None, description="PEM RSA key that signs RS256 tokens (CLI, tests); needs the JWKS"
+    )
+    jwt_key_id: str | None = Field(None, description="`kid` put in RS256 tokens signed here")
+    tls_cert_file: Path | None = Field(None, description="Server certificate (PEM): turns on TLS")
+    tls_key_file: Path | None = Field(None, description="Private key of tls_cert_file (PEM)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA that signs client certificates: turns on mutual TLS"
+    )
+    tls_ca_file: Path | None = Field(None, description="Clients: CA trusted for the servers")
+    tls_client_cert_file: Path | None = Field(None, description="Clients: certificate for mTLS")
+    tls_client_key_file: Path | None = Field(None, description="Clients: key for mTLS")
     kafka_session_timeout_s: float = Field(
         3.0, description="Consumer group session timeout; group join takes about half of it"
     )

@@ -1,4 +1,5 @@
-"""Bearer tokens: JWTs signed with HS256 (local key) that carry a role and its scope."""
+"""Bearer tokens: JWTs that carry a role and its scope, signed with HS256 (local key,
+the default) or RS256 (keys in a JWKS file). Every check of a token is here."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ from typing import Any
 
 import jwt
 
+from services.common.config import Settings
 from services.common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from services.common.identity import Principal, Role
+from services.common.keys import HS256, RS256, JwksFile, KeySet, SigningKey, load_private_key
 
-ALGORITHM = "HS256"
+ALGORITHM = HS256
 DEFAULT_TTL_S = 12 * 3600
 
 
 class TokenService:
-    def __init__(self, secret: str, issuer: str, audience: str) -> None:
-        self._secret = secret
+    def __init__(self, keys: str | KeySet, issuer: str, audience: str, *,
+                 leeway_s: float = 0.0) -> None:
+        # A plain string is one HS256 key: the local default and the tests' shorthand.
+        self._keys = KeySet.hmac(keys) if isinstance(keys, str) else keys
         self._issuer = issuer
         self._audience = audience
+        self._leeway_s = leeway_s
 
     def issue(
         self,
@@ -49,20 +55,15 @@ class TokenService:
             claims["org"] = org
         if sites:
             claims["sites"] = sites
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        signing = self._keys.signing
+        if signing is None:
+            raise InvalidArgument([FieldViolation(
+                "key", "no signing key: set SITENET_JWT_PRIVATE_KEY_FILE to mint RS256 tokens")])
+        headers = {"kid": signing.kid} if signing.kid else None
+        return jwt.encode(claims, signing.key, algorithm=signing.algorithm, headers=headers)
 
     def verify(self, token: str) -> Principal:
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                audience=self._audience,
-                issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud", "sub", "role"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid bearer token: {exc}") from exc
+        claims = self._verified_claims(token)
         try:
             role = Role(claims["role"])
         except ValueError as exc:
@@ -74,6 +75,53 @@ class TokenService:
         if role is Role.SPONSOR and not org:
             raise Unauthenticated("sponsor token without an organisation")
         return Principal(subject=str(claims["sub"]), role=role, org=org, sites=frozenset(sites))
+
+    def _verified_claims(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid bearer token: {exc}") from exc
+        algorithm, kid = header.get("alg"), header.get("kid")
+        # The algorithm is ours to choose, never the token's: "none", or HS256 against
+        # an RSA public key, gets no further than this.
+        if not isinstance(algorithm, str) or algorithm not in self._keys.algorithms:
+            raise Unauthenticated(f"token algorithm {algorithm!r} is not accepted")
+        keys = self._keys.keys_for(algorithm, kid if isinstance(kid, str) else None)
+        failure: jwt.PyJWTError = jwt.InvalidSignatureError("no key to verify it with")
+        for key in keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    leeway=self._leeway_s,
+                    options={"require": ["exp", "iss", "aud", "sub", "role"]},
+                )
+            except jwt.InvalidSignatureError as exc:
+                failure = exc  # another key of the set may have signed it
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(f"invalid bearer token: {exc}") from exc
+        raise Unauthenticated(f"invalid bearer token: {failure}")
+
+
+def token_service(settings: Settings) -> TokenService:
+    """The one way a process gets its tokens: services verify with it, the CLI signs."""
+    if settings.jwt_jwks_file is not None:
+        signing = None
+        if settings.jwt_private_key_file is not None:
+            signing = SigningKey(RS256, load_private_key(settings.jwt_private_key_file),
+                                 settings.jwt_key_id)
+        keys = KeySet(signing, jwks=JwksFile(settings.jwt_jwks_file))
+    else:
+        if settings.jwt_private_key_file is not None:
+            # Minting RS256 tokens that nothing here would accept is a mistake, not a choice.
+            raise ValueError("SITENET_JWT_PRIVATE_KEY_FILE needs SITENET_JWT_JWKS_FILE")
+        previous = [s.strip() for s in settings.jwt_previous_secrets.split(",") if s.strip()]
+        keys = KeySet.hmac(settings.signing_secret(), previous)
+    return TokenService(keys, settings.jwt_issuer, settings.jwt_audience,
+                        leeway_s=settings.jwt_leeway_s)
 
 
 def _default_subject(role: Role, org: str | None, sites: list[str]) -> str:

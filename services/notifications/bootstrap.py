@@ -12,8 +12,9 @@ from services.common.database import create_engine
 from services.common.events import Envelope
 from services.common.lifecycle import ServiceRuntime
 from services.common.rpc.server import RpcServer, ServiceBinding
+from services.common.rpc.tls import server_credentials
 from services.common.stream import EventConsumer
-from services.common.tokens import TokenService
+from services.common.tokens import token_service
 from services.notifications.adapters import tables
 from services.notifications.adapters.event_codec import decode, facts_of
 from services.notifications.adapters.unit_of_work import NotificationsSqlUnitOfWork
@@ -58,13 +59,14 @@ def build(settings: Settings) -> NotificationsApp:
         session_timeout_s=settings.kafka_session_timeout_s,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    tokens = token_service(settings)
     server = RpcServer(
         settings.address(SERVICE),
         [ServiceBinding("sitenet.notifications.v1.Notifications",
                         notifications_pb2_grpc.add_NotificationsServicer_to_server,
                         NotificationsServicer(service))],
         tokens,
+        server_credentials(settings),
     )
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
                        topics=[topics.SITES, topics.STUDIES], server=server, consumer=consumer)

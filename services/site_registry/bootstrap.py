@@ -12,7 +12,8 @@ from services.common.database import create_engine
 from services.common.lifecycle import ServiceRuntime
 from services.common.outbox import OutboxRelay
 from services.common.rpc.server import RpcServer, ServiceBinding
-from services.common.tokens import TokenService
+from services.common.rpc.tls import server_credentials
+from services.common.tokens import token_service
 from services.site_registry.adapters import tables
 from services.site_registry.adapters.event_codec import RegistryEventCodec
 from services.site_registry.adapters.unit_of_work import RegistrySqlUnitOfWork
@@ -39,13 +40,14 @@ def build(settings: Settings) -> SiteRegistryApp:
     codec = RegistryEventCodec(settings.topic_prefix)
     service = SiteRegistryService(
         lambda: RegistrySqlUnitOfWork(engine, tables.outbox, codec, on_commit=relay.wake))
-    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    tokens = token_service(settings)
     server = RpcServer(
         settings.address(SERVICE),
         [ServiceBinding("sitenet.registry.v1.SiteRegistry",
                         registry_pb2_grpc.add_SiteRegistryServicer_to_server,
                         SiteRegistryServicer(service))],
         tokens,
+        server_credentials(settings),
     )
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
                        topics=[topics.SITES], server=server, relay=relay, publisher=publisher)

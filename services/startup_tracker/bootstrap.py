@@ -13,8 +13,9 @@ from services.common.events import Envelope
 from services.common.lifecycle import ServiceRuntime
 from services.common.outbox import OutboxRelay
 from services.common.rpc.server import RpcServer, ServiceBinding
+from services.common.rpc.tls import server_credentials
 from services.common.stream import EventConsumer
-from services.common.tokens import TokenService
+from services.common.tokens import token_service
 from services.startup_tracker.adapters import tables
 from services.startup_tracker.adapters.event_codec import TrackerEventCodec, site_replica_from
 from services.startup_tracker.adapters.unit_of_work import TrackerSqlUnitOfWork
@@ -57,13 +58,14 @@ def build(settings: Settings) -> StartupTrackerApp:
         session_timeout_s=settings.kafka_session_timeout_s,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
-    tokens = TokenService(settings.signing_secret(), settings.jwt_issuer, settings.jwt_audience)
+    tokens = token_service(settings)
     server = RpcServer(
         settings.address(SERVICE),
         [ServiceBinding("sitenet.startup.v1.StartupTracker",
                         startup_pb2_grpc.add_StartupTrackerServicer_to_server,
                         StartupTrackerServicer(service))],
         tokens,
+        server_credentials(settings),
     )
     # The tracker creates the topic it writes, and the registry's (it reads it from the start).
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,

@@ -15,6 +15,7 @@ import grpc
 
 from services.common.config import Settings
 from services.common.identity import Role
+from services.common.rpc.tls import aio_channel, channel_credentials
 from services.common.tokens import TokenService
 from services.notifications.bootstrap import NotificationsApp
 from services.notifications.bootstrap import build as build_notifications
@@ -58,8 +59,9 @@ class RunningSystem:
         return self.auth(Role.ADMIN)
 
 
-def _channel(port: int) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+def _channel(port: int, settings: Settings) -> grpc.aio.Channel:
+    # Over TLS when the settings say so, as the CLI does.
+    return aio_channel(f"127.0.0.1:{port}", channel_credentials(settings))
 
 
 @asynccontextmanager
@@ -83,8 +85,9 @@ async def running_system(backend: str, bootstrap: str, directory: Path,
         runtimes = [registry_app.runtime, tracker_app.runtime, notifications_app.runtime]
         try:
             await asyncio.gather(*(r.start() for r in runtimes))
-            channels = [_channel(registry_app.server.port), _channel(tracker_app.server.port),
-                        _channel(notifications_app.server.port)]
+            channels = [_channel(registry_app.server.port, settings),
+                        _channel(tracker_app.server.port, settings),
+                        _channel(notifications_app.server.port, settings)]
             system = RunningSystem(
                 settings=settings, registry_app=registry_app, tracker_app=tracker_app,
                 notifications_app=notifications_app,

@@ -26,8 +26,10 @@ class ServiceBinding:
 
 class RpcServer:
     def __init__(self, address: str, bindings: Sequence[ServiceBinding],
-                 tokens: TokenService) -> None:
+                 tokens: TokenService,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         self.address = address
+        self._credentials = credentials  # None: plaintext (the loopback default)
         self._bindings = bindings
         self._server = grpc.aio.server(
             interceptors=[ServiceInterceptor(tokens)],
@@ -50,7 +52,10 @@ class RpcServer:
              reflection.SERVICE_NAME],
             self._server,
         )
-        self.port = self._server.add_insecure_port(self.address)
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(self.address, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
         await self._server.start()
