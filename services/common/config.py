@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     )
     kafka_fetch_max_wait_ms: int = Field(20, description="Consumer fetch wait; sets latency")
     relay_poll_interval_s: float = Field(0.5, description="Outbox relay poll when not woken")
+    metrics_port: int | None = Field(
+        None, description="Port of the Prometheus /metrics endpoint; unset or 0 serves none"
+    )
+    metrics_host: str | None = Field(
+        None, description="Address the metrics endpoint binds; unset uses `host`"
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

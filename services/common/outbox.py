@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -32,6 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.events import Envelope
+from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +105,7 @@ class OutboxRelay:
     """
 
     LEASE_S = 10.0
+    BACKLOG_REFRESH_S = 5.0  # how often the backlog gauge is recounted
 
     def __init__(
         self,
@@ -113,6 +116,7 @@ class OutboxRelay:
         *,
         poll_interval_s: float = 0.5,
         batch_size: int = 500,
+        service: str = "",
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -125,6 +129,10 @@ class OutboxRelay:
         self._sqlite = engine.dialect.name == "sqlite"
         self._task: asyncio.Task[None] | None = None
         self.published_total = 0
+        self._published_metric = OUTBOX_PUBLISHED.labels(service)
+        self._failures_metric = OUTBOX_FAILURES.labels(service)
+        self._backlog_metric = OUTBOX_BACKLOG.labels(service)
+        self._backlog_counted_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that wrote events, so they go out without waiting for a poll."""
@@ -159,10 +167,18 @@ class OutboxRelay:
             )
             return int(result.scalar_one())
 
+    async def _refresh_backlog_metric(self) -> None:
+        now = time.monotonic()
+        if now - self._backlog_counted_at < self.BACKLOG_REFRESH_S:
+            return
+        self._backlog_counted_at = now
+        self._backlog_metric.set(await self.backlog())
+
     async def _run(self) -> None:
         backoff = 0.2
         while True:
             try:
+                await self._refresh_backlog_metric()
                 sent = await self.relay_once()
                 backoff = 0.2
                 if sent:
@@ -170,6 +186,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database down: keep the rows, retry later
+                self._failures_metric.inc()
                 log.warning("outbox relay failed; will retry", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -265,6 +282,7 @@ class OutboxRelay:
             )
         )
         self.published_total += len(events)
+        self._published_metric.inc(len(events))
 
 
 def _utc(moment: datetime) -> datetime:
