@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    func,
     or_,
     select,
     update,
@@ -97,9 +99,13 @@ class Publisher(Protocol):
 class OutboxRelay:
     """Publishes committed outbox rows in order, then marks them published.
 
-    One relay publishes at a time per database: on PostgreSQL rows are claimed
-    with `FOR UPDATE SKIP LOCKED`; on SQLite, where that clause is silently
-    dropped, a lease row elects the publisher. Publishing is at-least-once (a
+    One relay publishes at a time per database, so events leave in commit order
+    however many replicas run: on PostgreSQL a transaction-level advisory lock
+    elects the publisher of each batch (the others find it taken and wait for the
+    next poll) and rows are claimed with `FOR UPDATE SKIP LOCKED`; on SQLite,
+    where that clause is silently dropped, a lease row elects the publisher.
+    (`SKIP LOCKED` alone would let a second replica publish a later batch before
+    the first one's, out of order within a key.) Publishing is at-least-once (a
     crash between the broker's ack and the mark re-sends a batch); consumers
     dedupe on the event id.
     """
@@ -127,6 +133,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._sqlite = engine.dialect.name == "sqlite"
+        # One advisory lock per outbox table (a database may hold several services' tables).
+        self._advisory_key = zlib.crc32(f"sitenet.outbox:{outbox.fullname}".encode())
         self._task: asyncio.Task[None] | None = None
         self.published_total = 0
         self._published_metric = OUTBOX_PUBLISHED.labels(service)
@@ -157,8 +165,6 @@ class OutboxRelay:
             pass
 
     async def backlog(self) -> int:
-        from sqlalchemy import func
-
         async with self._engine.connect() as conn:
             result = await conn.execute(
                 select(func.count()).select_from(self._outbox).where(
@@ -204,6 +210,10 @@ class OutboxRelay:
     async def _relay_skip_locked(self) -> int:
         o = self._outbox
         async with self._engine.begin() as conn:
+            elected = await conn.execute(
+                select(func.pg_try_advisory_xact_lock(self._advisory_key)))
+            if not elected.scalar_one():
+                return 0  # another replica is publishing; the next poll tries again
             rows = (
                 await conn.execute(
                     select(o)
