@@ -55,7 +55,8 @@ def assemble(
     runtime.add(
         "topics",
         lambda: asyncio.to_thread(ensure_topics, settings.bootstrap_servers, topics,
-                                  settings.topic_prefix),
+                                  settings.topic_prefix,
+                                  replication_factor=settings.topic_replication_factor),
         no_op,
     )
     if relay is not None:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         None, description="External Kafka bootstrap servers; unset runs the embedded broker"
     )
     topic_prefix: str = Field("", description="Prefix for topic names and consumer groups")
+    topic_replication_factor: int | None = Field(
+        None, description="Replicas of topics a service creates; unset uses the catalog's (1)"
+    )
     registry_database_url: str | None = None
     tracker_database_url: str | None = None
     notifications_database_url: str | None = None
