@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 BUF := node_modules/.bin/buf
 
-.PHONY: run test install lint proto catalog clean
+.PHONY: run test install lint proto catalog manifests clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ lint: $(DEV_STAMP) $(BUF)
 	$(BIN)/mypy services
 	$(BIN)/lint-imports
 	$(BUF) lint
+	$(BIN)/hadolint Dockerfile
 
 ## Regenerate services/common/generated from proto/ (a test fails when it is stale).
 proto: $(DEV_STAMP)
@@ -53,6 +54,11 @@ proto: $(DEV_STAMP)
 ## Print the event catalog table that the README carries.
 catalog: $(RUN_STAMP)
 	$(BIN)/sitenet catalog
+
+## Render and validate deploy/k8s offline (kustomize, Kubernetes and CRD schemas, topics).
+## `make test` runs these too (tests/deploy).
+manifests: $(DEV_STAMP)
+	$(BIN)/pytest -q tests/deploy/test_manifests.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache data

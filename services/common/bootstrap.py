@@ -13,6 +13,7 @@ from services.common.config import ServiceName, Settings
 from services.common.database import migrate_async
 from services.common.kafka import KafkaPublisher, ensure_topics
 from services.common.lifecycle import ServiceRuntime
+from services.common.metrics import MetricsEndpoint
 from services.common.outbox import OutboxRelay
 from services.common.rpc.server import RpcServer
 from services.common.stream import EventConsumer
@@ -23,7 +24,7 @@ def outbox_relay(settings: Settings, service: ServiceName, engine: AsyncEngine, 
                  lease: Table) -> tuple[OutboxRelay, KafkaPublisher]:
     publisher = KafkaPublisher(settings.bootstrap_servers, client_id=f"sitenet-{service.value}")
     relay = OutboxRelay(engine, outbox, lease, publisher,
-                        poll_interval_s=settings.relay_poll_interval_s)
+                        poll_interval_s=settings.relay_poll_interval_s, service=service.value)
     return relay, publisher
 
 
@@ -46,11 +47,16 @@ def assemble(
     async def no_op() -> None:
         return None
 
+    if settings.metrics_port:  # first up, last down: scrapes see the whole start and stop
+        metrics = MetricsEndpoint(settings.metrics_host or settings.host, settings.metrics_port)
+        runtime.add(f"metrics on {metrics.host}:{metrics.port}", metrics.start, metrics.stop)
+
     runtime.add("database", lambda: migrate_async(url, migrations), engine.dispose)
     runtime.add(
         "topics",
         lambda: asyncio.to_thread(ensure_topics, settings.bootstrap_servers, topics,
-                                  settings.topic_prefix),
+                                  settings.topic_prefix,
+                                  replication_factor=settings.topic_replication_factor),
         no_op,
     )
     if relay is not None:

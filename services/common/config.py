@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         None, description="External Kafka bootstrap servers; unset runs the embedded broker"
     )
     topic_prefix: str = Field("", description="Prefix for topic names and consumer groups")
+    topic_replication_factor: int | None = Field(
+        None, description="Replicas of topics a service creates; unset uses the catalog's (1)"
+    )
     registry_database_url: str | None = None
     tracker_database_url: str | None = None
     notifications_database_url: str | None = None
@@ -63,6 +66,12 @@ class Settings(BaseSettings):
     )
     kafka_fetch_max_wait_ms: int = Field(20, description="Consumer fetch wait; sets latency")
     relay_poll_interval_s: float = Field(0.5, description="Outbox relay poll when not woken")
+    metrics_port: int | None = Field(
+        None, description="Port of the Prometheus /metrics endpoint; unset or 0 serves none"
+    )
+    metrics_host: str | None = Field(
+        None, description="Address the metrics endpoint binds; unset uses `host`"
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -53,6 +53,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 # Alembic keeps its migration context in module globals: one migration at a time per process.
 _MIGRATION_LOCK = threading.Lock()
+# ... and across processes on PostgreSQL, with this advisory lock key ("sitenet" + 1).
+MIGRATION_ADVISORY_LOCK = 0x736974656E6574 + 1
 
 
 def migrate(url: str, script_location: Path) -> None:
@@ -87,6 +89,11 @@ def run_migrations_env(target_metadata: Any) -> None:
             render_as_batch=is_sqlite(url),  # SQLite alters tables by copying them
         )
         with context.begin_transaction():
+            if not is_sqlite(url):
+                # Replicas of a Deployment start together and each migrates: one at a time,
+                # the others then find the database at head (lock released at commit).
+                connection.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock({MIGRATION_ADVISORY_LOCK})")
             context.run_migrations()
 
     async def run() -> None:

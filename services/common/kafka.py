@@ -18,8 +18,9 @@ log = structlog.get_logger(__name__)
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], prefix: str = "",
-                  timeout_s: float = 30.0) -> None:
-    """Create the catalog's topics that do not exist yet, with their partitions and config."""
+                  timeout_s: float = 30.0, replication_factor: int | None = None) -> None:
+    """Create the catalog's topics that do not exist yet, with their partitions and config
+    (and `replication_factor` replicas when given, as a real cluster wants)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -39,7 +40,8 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], prefix: str = "",
                 continue
             try:
                 admin.create_topics([
-                    NewTopic(name, spec.partitions, spec.replication_factor,
+                    NewTopic(name, spec.partitions,
+                             replication_factor or spec.replication_factor,
                              topic_configs=dict(spec.config))
                 ])
                 log.info("created topic", topic=name, partitions=spec.partitions)

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    func,
     or_,
     select,
     update,
@@ -32,6 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.events import Envelope
+from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -95,14 +99,19 @@ class Publisher(Protocol):
 class OutboxRelay:
     """Publishes committed outbox rows in order, then marks them published.
 
-    One relay publishes at a time per database: on PostgreSQL rows are claimed
-    with `FOR UPDATE SKIP LOCKED`; on SQLite, where that clause is silently
-    dropped, a lease row elects the publisher. Publishing is at-least-once (a
+    One relay publishes at a time per database, so events leave in commit order
+    however many replicas run: on PostgreSQL a transaction-level advisory lock
+    elects the publisher of each batch (the others find it taken and wait for the
+    next poll) and rows are claimed with `FOR UPDATE SKIP LOCKED`; on SQLite,
+    where that clause is silently dropped, a lease row elects the publisher.
+    (`SKIP LOCKED` alone would let a second replica publish a later batch before
+    the first one's, out of order within a key.) Publishing is at-least-once (a
     crash between the broker's ack and the mark re-sends a batch); consumers
     dedupe on the event id.
     """
 
     LEASE_S = 10.0
+    BACKLOG_REFRESH_S = 5.0  # how often the backlog gauge is recounted
 
     def __init__(
         self,
@@ -113,6 +122,7 @@ class OutboxRelay:
         *,
         poll_interval_s: float = 0.5,
         batch_size: int = 500,
+        service: str = "",
     ) -> None:
         self._engine = engine
         self._outbox = outbox
@@ -123,8 +133,14 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._sqlite = engine.dialect.name == "sqlite"
+        # One advisory lock per outbox table (a database may hold several services' tables).
+        self._advisory_key = zlib.crc32(f"sitenet.outbox:{outbox.fullname}".encode())
         self._task: asyncio.Task[None] | None = None
         self.published_total = 0
+        self._published_metric = OUTBOX_PUBLISHED.labels(service)
+        self._failures_metric = OUTBOX_FAILURES.labels(service)
+        self._backlog_metric = OUTBOX_BACKLOG.labels(service)
+        self._backlog_counted_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that wrote events, so they go out without waiting for a poll."""
@@ -149,8 +165,6 @@ class OutboxRelay:
             pass
 
     async def backlog(self) -> int:
-        from sqlalchemy import func
-
         async with self._engine.connect() as conn:
             result = await conn.execute(
                 select(func.count()).select_from(self._outbox).where(
@@ -159,10 +173,18 @@ class OutboxRelay:
             )
             return int(result.scalar_one())
 
+    async def _refresh_backlog_metric(self) -> None:
+        now = time.monotonic()
+        if now - self._backlog_counted_at < self.BACKLOG_REFRESH_S:
+            return
+        self._backlog_counted_at = now
+        self._backlog_metric.set(await self.backlog())
+
     async def _run(self) -> None:
         backoff = 0.2
         while True:
             try:
+                await self._refresh_backlog_metric()
                 sent = await self.relay_once()
                 backoff = 0.2
                 if sent:
@@ -170,6 +192,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database down: keep the rows, retry later
+                self._failures_metric.inc()
                 log.warning("outbox relay failed; will retry", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -187,6 +210,10 @@ class OutboxRelay:
     async def _relay_skip_locked(self) -> int:
         o = self._outbox
         async with self._engine.begin() as conn:
+            elected = await conn.execute(
+                select(func.pg_try_advisory_xact_lock(self._advisory_key)))
+            if not elected.scalar_one():
+                return 0  # another replica is publishing; the next poll tries again
             rows = (
                 await conn.execute(
                     select(o)
@@ -261,6 +288,7 @@ class OutboxRelay:
             )
         )
         self.published_total += len(rows)
+        self._published_metric.inc(len(rows))
 
     async def _publish_and_mark(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         await self._publisher.publish(self._envelopes(rows))

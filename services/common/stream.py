@@ -18,6 +18,7 @@ import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.common.events import Envelope
+from services.common.metrics import CONSUMER_LAG, EVENT_HANDLER_RETRIES, EVENTS_PROCESSED
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,7 @@ class EventConsumer:
         fetch_max_wait_ms: int = 20,
     ) -> None:
         self._handler = handler
+        self._group_id = group_id
         self.processed_total = 0
         app = _App(
             group_id,
@@ -99,6 +101,7 @@ class EventConsumer:
                 await self._process(
                     message.topic, message.key, message.value, list(message.headers or [])
                 )
+                self._record_lag(message.tp, message.offset)
 
         app.agent(channel, name=f"{group_id}.events")(agent)
 
@@ -108,24 +111,39 @@ class EventConsumer:
             envelope = Envelope.from_record(topic, key, value, headers)
         except ValueError as exc:
             log.error("skipping record that is not a sitenet event", topic=topic, error=str(exc))
+            EVENTS_PROCESSED.labels(self._group_id, topic, "skipped").inc()
             return
         delay = 0.1
         while True:
             try:
                 await self._handler(envelope)
                 self.processed_total += 1
+                EVENTS_PROCESSED.labels(self._group_id, topic, "ok").inc()
                 return
             except PoisonEvent as exc:
                 log.error("skipping event that cannot be processed", event_id=envelope.id,
                           ce_type=envelope.type, error=str(exc))
+                EVENTS_PROCESSED.labels(self._group_id, topic, "poison").inc()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down, say: retry the same event, in order
                 log.warning("event handler failed; retrying", event_id=envelope.id,
                             error=repr(exc), retry_in_s=delay)
+                EVENT_HANDLER_RETRIES.labels(self._group_id, topic).inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _record_lag(self, tp: Any, offset: int) -> None:
+        """Lag after this record: the partition's high watermark minus the next offset."""
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except Exception:  # no fetch position yet: nothing to say
+            return
+        if highwater is None:
+            return
+        CONSUMER_LAG.labels(self._group_id, tp.topic, str(tp.partition)).set(
+            max(int(highwater) - int(offset) - 1, 0))
 
     async def start(self) -> None:
         await self.app.start()

@@ -30,6 +30,9 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 RPC_REQUESTS = Counter("sitenet_rpc_requests_total", "RPCs handled", ["method", "code"])
 RPC_LATENCY = Histogram("sitenet_rpc_duration_seconds", "RPC latency", ["method"])
+# Deliveries on server streams (StreamNotifications): one per message sent to a client.
+RPC_STREAM_MESSAGES = Counter("sitenet_rpc_stream_messages_sent_total",
+                              "Messages sent on server streams", ["method"])
 
 # Database outages surface as these; the caller may retry (UNAVAILABLE), nothing changed.
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -128,8 +131,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 self._begin(method, context)
+                sent = RPC_STREAM_MESSAGES.labels(method)
                 async for response in inner(request, context):
                     yield response
+                    sent.inc()
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
