@@ -29,7 +29,11 @@ async def test_milestone_reaches_sponsor_stream_within_a_second(system: RunningS
     stream = system.notifications.StreamNotifications(
         notifications_pb2.StreamNotificationsRequest(
             filter=notifications_pb2.NotificationFilter(
-                studies=[study.name], event_types=["sitenet.events.v1.MilestoneRecorded"])),
+                studies=[study.name], event_types=["sitenet.events.v1.MilestoneRecorded"]),
+            # From the start of the log: without a cursor a stream begins wherever the log
+            # is when the server opens it, which on a loaded machine may be after the first
+            # milestones below.
+            cursor="0"),
         metadata=sponsor)
     received: asyncio.Queue[tuple[float, notifications_pb2.Notification]] = asyncio.Queue()
 
@@ -39,7 +43,6 @@ async def test_milestone_reaches_sponsor_stream_within_a_second(system: RunningS
 
     listener = asyncio.create_task(listen())
     try:
-        await asyncio.sleep(0.5)  # the stream is open and following the log
         earlier = [("site-selected", "2026-09-01"), ("cda-executed", "2026-09-05"),
                    ("irb-submitted", "2026-09-10")]
         for name, when in earlier:
