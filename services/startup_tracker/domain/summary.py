@@ -202,8 +202,9 @@ def summarise_documents(rows: list[SiteChecklist]) -> DocumentSummary:
             outstanding[gap.key] += 1
         for doc in row.documents.values():
             if doc.approved_date and doc.expected_time:
-                waits[doc.key].append(float((doc.approved_date
-                                             - doc.expected_time.date()).days))
+                # A document recorded after the fact may predate the checklist: 0 days.
+                waits[doc.key].append(float(max(0, (doc.approved_date
+                                                    - doc.expected_time.date()).days)))
         ss = row.study_site
         others_done = all(ss.milestone(k).status is not None
                           and ss.milestone(k).status.completes  # type: ignore[union-attr]
