@@ -130,34 +130,47 @@ async def test_greenlight_arrives_with_last_approval_and_expiry_withdraws_it(
     await review(system, ss.name, "gcp-certificates", "2026-07-15")
     site = await get(system, ss.name)
     assert not site.greenlight_withdrawn and milestone(site, EDC).status == startup_pb2.DONE
+    # A document approved and found wrong later: rejected, the greenlight goes again.
+    await review(system, ss.name, "lab-certification", "2026-07-15",
+                 status=startup_pb2.DOCUMENT_REJECTED, reason="certificate of another lab")
+    site = await get(system, ss.name)
+    assert site.greenlight_withdrawn and "another lab" in site.greenlight_reason
+    await receive(system, ss.name, "lab-certification", "2026-07-15", version="2.0")
+    await review(system, ss.name, "lab-certification", "2026-07-15")
+    assert not (await get(system, ss.name)).greenlight_withdrawn
     history = await system.tracker.ListMilestoneHistory(
         startup_pb2.ListMilestoneHistoryRequest(parent=ss.name, page_size=1000),
         metadata=system.admin)
     gcp = [e for e in history.entries if e.milestone == "document/gcp-certificates"]
     assert len(gcp) == 4 and '"2026-07-15"' in gcp[1].after_json  # nothing erased
     derived = [e for e in history.entries if e.milestone == EDC]
-    assert [e.actor for e in derived][-2] == "system:document-check"  # the expiry check
+    # Given, withdrawn by the expiry check, given, withdrawn by the late rejection, given.
+    assert [e.actor == "system:document-check" for e in derived] == [
+        False, True, False, False, False]
+    assert ['"DONE"' in e.after_json for e in derived] == [True, False, True, False, True]
 
     study_id = study.name.removeprefix("studies/")
     study_topic = system.settings.topic(topics.STUDIES.name)
 
     def done(records: list[Record]) -> bool:
         return sum(r.ce_type.endswith("GreenlightChanged") and r.key == study_id
-                   for r in records) >= 3
+                   for r in records) >= 5
 
     records = [r for r in await read_topic(system.settings.bootstrap_servers, study_topic,
                                            done, timeout_s=20) if r.key == study_id]
     greenlights = [events_pb2.GreenlightChanged.FromString(r.value) for r in records
                    if r.ce_type.endswith("GreenlightChanged")]
     assert [(g.granted, list(g.missing_documents)) for g in greenlights] == [
-        (True, []), (False, ["gcp-certificates"]), (True, [])]
+        (True, []), (False, ["gcp-certificates"]), (True, []), (False, ["lab-certification"]),
+        (True, [])]
     reminders = [events_pb2.DocumentReminder.FromString(r.value) for r in records
                  if r.ce_type.endswith("DocumentReminder")]
     assert [(r.kind, r.document, r.days) for r in reminders] == [
         ("EXPIRING", "gcp-certificates", 15), ("EXPIRED", "gcp-certificates", 0)]
     statuses = [events_pb2.DocumentStatusRecorded.FromString(r.value) for r in records
                 if r.ce_type.endswith("DocumentStatusRecorded")]
-    assert len(statuses) == 2 * len(by_key) + 2  # each receipt and review, and the renewal
+    # Each receipt and review, the renewal, the late rejection and the new lab certificate.
+    assert len(statuses) == 2 * len(by_key) + 2 + 3
     assert statuses[0].study_site.sponsor_org == "acme"  # routes to the sponsor
 
 
@@ -180,6 +193,8 @@ async def test_rejection_resubmission_and_who_may_do_what(shared_system: Running
                 grpc.StatusCode.NOT_FOUND)  # another sponsor's study: not even its existence
     await fails(receive(system, ss.name, "delegation-log", "2026-06-02", metadata=other_site),
                 grpc.StatusCode.NOT_FOUND)
+    await fails(receive(system, ss.name, "mfds-ind-approval", "2026-06-02", metadata=own),
+                grpc.StatusCode.PERMISSION_DENIED)  # the sponsor provides it
     await fails(system.tracker.ListSiteDocuments(startup_pb2.ListSiteDocumentsRequest(
         parent=ss.name), metadata=other_site), grpc.StatusCode.NOT_FOUND)
     assert await snapshot(system, ss.name) == before

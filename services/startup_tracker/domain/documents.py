@@ -161,12 +161,13 @@ class DocumentChange:
 
 
 # What may follow what: a new version may be received over an approved one (a renewed
-# certificate), never approved or rejected without being received first.
+# certificate), and an approved one may be rejected later (a problem found after the
+# review); nothing is approved or rejected without being received first.
 TRANSITIONS: dict[DocumentStatus, frozenset[DocumentStatus]] = {
     DocumentStatus.EXPECTED: frozenset({DocumentStatus.RECEIVED}),
     DocumentStatus.RECEIVED: frozenset({DocumentStatus.APPROVED, DocumentStatus.REJECTED}),
     DocumentStatus.REJECTED: frozenset({DocumentStatus.RECEIVED}),
-    DocumentStatus.APPROVED: frozenset({DocumentStatus.RECEIVED}),
+    DocumentStatus.APPROVED: frozenset({DocumentStatus.RECEIVED, DocumentStatus.REJECTED}),
 }
 HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")

@@ -32,6 +32,7 @@ from services.startup_tracker.domain.documents import (
     DocumentTemplate,
     DocumentType,
     Missing,
+    Provider,
     SiteDocument,
     check_skip,
     complete_on,
@@ -650,6 +651,8 @@ class StartupTrackerService:
             name = f"{current.name}/documents/{key}"
             if document is None:
                 raise NotFound(name)
+            if principal.role is Role.SITE and document.provider is Provider.SPONSOR:
+                raise PermissionDenied(f"{key} is provided by the sponsor, not the site")
             docs = checklist(template, await uow.documents.of_site(study_id, site_id), current)
             if request_id and await uow.requests.seen(request_id):
                 return current, document, docs[key]
