@@ -325,3 +325,36 @@ async def test_sponsor_view_and_a_study_that_skips_documents(
     ss = await add_study_site(system, skipping.name, fresh.name)
     keys = [d.document for d in (await documents(system, ss.name)).documents]
     assert "pi-cv" not in keys and "lab-normal-ranges" not in keys and "delegation-log" in keys
+
+
+async def test_documents_outstanding_too_long_are_reminded_once(
+        shared_system: RunningSystem) -> None:
+    system = shared_system
+    study, ss = await study_site(system)  # documents expected since 2026-01-01
+    await receive(system, ss.name, "pi-cv", "2026-06-01", expiry=None)
+    await receive(system, ss.name, "delegation-log", "2026-06-01", expiry=None)
+    await review(system, ss.name, "delegation-log", "2026-06-20",
+                 status=startup_pb2.DOCUMENT_REJECTED, reason="unsigned")
+    check = system.tracker_app.service.check_documents
+    await check(30, 30)
+    await check(30, 30)  # raises nothing new
+    await review(system, ss.name, "pi-cv", "2026-06-30")  # a marker after both checks
+    study_id = study.name.removeprefix("studies/")
+    marker = f"{ss.name}/documents/pi-cv"
+
+    def done(records: list[Record]) -> bool:
+        return sum(r.subject == marker and r.key == study_id for r in records) >= 2
+
+    records = [r for r in await read_topic(
+        system.settings.bootstrap_servers, system.settings.topic(topics.STUDIES.name), done,
+        timeout_s=20) if r.key == study_id]
+    assert done(records)
+    reminders = [events_pb2.DocumentReminder.FromString(r.value) for r in records
+                 if r.ce_type.endswith("DocumentReminder")]
+    listed = await documents(system, ss.name)
+    waiting = [d.document for d in listed.documents
+               if d.document not in ("pi-cv", "delegation-log")]
+    # 180 days since 1 January; the rejected log waits only 10 days, the CV is in review.
+    assert sorted((r.document, r.kind, r.days) for r in reminders) == sorted(
+        (key, "OUTSTANDING", 180) for key in waiting)
+    assert all(r.study_site.sponsor_org == "acme" for r in reminders)
