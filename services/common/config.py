@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     )
     kafka_fetch_max_wait_ms: int = Field(20, description="Consumer fetch wait; sets latency")
     relay_poll_interval_s: float = Field(0.5, description="Outbox relay poll when not woken")
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Essential documents (the start-up tracker's periodic check).
     document_expiry_warning_days: int = Field(
         30, ge=1, le=366, description="Remind of an approved document expiring within N days"
     )
@@ -53,8 +56,6 @@ class Settings(BaseSettings):
     document_check_interval_s: float = Field(
         3600.0, gt=0, description="How often the tracker checks document expiry and reminders"
     )
-    log_level: str = "INFO"
-    log_json: bool = True
 
     @property
     def bootstrap_servers(self) -> str:
