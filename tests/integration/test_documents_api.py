@@ -5,6 +5,7 @@ every kind gets the right status and changes nothing; the sponsor's view."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -14,6 +15,7 @@ from google.type import date_pb2
 
 from services.common import topics
 from sitenet.events.v1 import events_pb2
+from sitenet.notifications.v1 import notifications_pb2
 from sitenet.startup.v1 import startup_pb2
 from tests.integration.test_tracker_api import bad_fields, fails, preconditions, snapshot
 from tests.support.events import Record, read_topic
@@ -358,3 +360,56 @@ async def test_documents_outstanding_too_long_are_reminded_once(
     assert sorted((r.document, r.kind, r.days) for r in reminders) == sorted(
         (key, "OUTSTANDING", 180) for key in waiting)
     assert all(r.study_site.sponsor_org == "acme" for r in reminders)
+
+
+async def test_reminders_reach_the_sponsor_and_the_site_in_english_and_korean(
+        shared_system: RunningSystem) -> None:
+    system = shared_system
+    study, ss = await study_site(system)
+    site_id = ss.site.removeprefix("sites/")
+    await receive(system, ss.name, "gcp-certificates", "2026-06-01", expiry="2026-07-10")
+    await review(system, ss.name, "gcp-certificates", "2026-06-02")
+    wanted = notifications_pb2.NotificationFilter(
+        studies=[study.name], event_types=["sitenet.events.v1.DocumentReminder"])
+    readers = {"sponsor": system.auth("sponsor", org="acme"),
+               "site": system.auth("site", sites=[site_id]),
+               "rival": system.auth("sponsor", org="rival")}
+    await system.tracker_app.service.check_documents(30, 3650)  # 10 days before expiry
+
+    async def first(metadata: list[tuple[str, str]], **narrower: list[str]
+                    ) -> notifications_pb2.Notification | str:
+        where = notifications_pb2.NotificationFilter()
+        where.CopyFrom(wanted)
+        for field, values in narrower.items():
+            getattr(where, field).extend(values)
+        stream = system.notifications.StreamNotifications(
+            notifications_pb2.StreamNotificationsRequest(filter=where, cursor="0"),
+            metadata=metadata)
+        try:
+            async for notification in stream:
+                return notification
+        except grpc.aio.AioRpcError as error:
+            return f"{error.code()}: {error.details()}"
+        finally:
+            stream.cancel()
+        return "the stream ended"
+
+    async def eventually_first(who: str, **narrower: list[str]
+                               ) -> notifications_pb2.Notification | str:
+        """The notification service learns the study from Kafka: until then it refuses."""
+        for _ in range(100):
+            got = await asyncio.wait_for(first(readers[who], **narrower), timeout=15)
+            if not (isinstance(got, str) and "PERMISSION_DENIED" in got):
+                return got
+            await asyncio.sleep(0.1)
+        return got
+
+    for who, narrower in (("sponsor", {}), ("site", {"sites": [ss.site]})):
+        got = await eventually_first(who, **narrower)
+        assert isinstance(got, notifications_pb2.Notification), (who, got)
+        assert got.subject == f"{ss.name}/documents/gcp-certificates"
+        assert "expires on 2026-07-10, in 10 days" in got.text_en
+        assert "GCP 교육 이수증 2026-07-10 만료 예정, 10일 남음" in got.text_ko
+    # Another sponsor may not follow acme's study (the service knows it by now).
+    refused = await asyncio.wait_for(first(readers["rival"]), timeout=15)
+    assert isinstance(refused, str) and "PERMISSION_DENIED" in refused, refused
