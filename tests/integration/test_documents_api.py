@@ -126,6 +126,12 @@ async def test_greenlight_arrives_with_last_approval_and_expiry_withdraws_it(
     assert milestone(site, EDC).status == startup_pb2.IN_PROGRESS
     assert [m.document for m in site.missing_documents] == ["gcp-certificates"]
     assert site.status == startup_pb2.ACTIVATED  # activation stands; the flag says why
+    flagged = await system.tracker.ListStudySites(startup_pb2.ListStudySitesRequest(
+        parent=study.name, filter="greenlight_withdrawn = true"), metadata=system.admin)
+    assert [s.name for s in flagged.study_sites] == [ss.name]
+    unflagged = await system.tracker.ListStudySites(startup_pb2.ListStudySitesRequest(
+        parent=study.name, filter="greenlight_withdrawn = false"), metadata=system.admin)
+    assert not unflagged.study_sites
 
     await receive(system, ss.name, "gcp-certificates", "2026-07-15", version="2.0",
                   expiry="2028-07-15")

@@ -90,7 +90,7 @@ STUDY_FILTER_FIELDS = ("sponsor_org", "phase", "therapeutic_area", "protocol_num
 # Evaluated in memory over a study's sites (a study has hundreds, not millions): status and
 # overdue depend on today's date at each site, which no column holds.
 STUDY_SITE_FILTER_FIELDS = ("status", "current_milestone", "country_code", "region_code",
-                            "site", "overdue", "flagged")
+                            "site", "overdue", "flagged", "greenlight_withdrawn")
 UPDATABLE_STUDY_FIELDS = ("title", "protocol_number", "phase", "therapeutic_area",
                           "country_codes", "target_activation_date", "target_active_sites")
 # Who the periodic document check acts as, in the audit trail and the events.
@@ -322,7 +322,8 @@ class StartupTrackerService:
                 "country_code": site.country_code, "region_code": site.region_code,
                 "site": (site.site_id, site.name),
                 "overdue": "true" if facts.overdue else "false",
-                "flagged": "true" if study_site.flagged else "false"}
+                "flagged": "true" if study_site.flagged else "false",
+                "greenlight_withdrawn": "true" if study_site.greenlight_withdrawn else "false"}
 
     async def list_study_sites(self, principal: Principal, study_id: str, page_size: int,
                                page_token: str, filter_text: str

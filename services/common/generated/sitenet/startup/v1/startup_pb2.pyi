@@ -1210,7 +1210,8 @@ class ListStudySitesRequest(_message.Message):
     """Token from a previous response."""
     filter: _builtins.str
     """Filter on `status`, `current_milestone`, `country_code`, `region_code`, `site`,
-    `overdue` and `flagged`, e.g. `country_code = "KR" AND overdue = true`.
+    `overdue`, `flagged` and `greenlight_withdrawn`, e.g.
+    `country_code = "KR" AND overdue = true`.
     """
     def __init__(
         self,
