@@ -111,3 +111,22 @@ def test_greenlight_needs_every_required_document_approved_and_unexpired() -> No
     assert withdrawn is not None
     after = withdrawn[0]
     assert not after.done("essential-documents-complete") and after.greenlight_withdrawn
+
+
+def test_an_expired_document_cannot_be_approved_and_a_later_rejection_is_allowed() -> None:
+    assert GCP is not None
+    got = record_document("n", GCP, SiteDocument("gcp-certificates"),
+                          received(dt.date(2026, 7, 1), status_date=dt.date(2026, 6, 1)),
+                          TODAY, NOW, "a")
+    later = dt.date(2026, 7, 2)
+    with pytest.raises(FailedPrecondition) as caught:
+        record_document("n", GCP, got, DocumentChange(S.APPROVED), later, NOW, "a")
+    assert [v.type for v in caught.value.violations] == ["DOCUMENT_EXPIRED"]
+    approved = record_document("n", GCP, got, DocumentChange(S.APPROVED), TODAY, NOW, "a")
+    revoked = record_document("n", GCP, approved, DocumentChange(S.REJECTED, reason="forged"),
+                              TODAY, NOW, "a")
+    assert revoked.status is S.REJECTED and revoked.approved_date == TODAY  # history kept
+    with pytest.raises(FailedPrecondition) as caught:
+        record_document("n", GCP, approved, DocumentChange(
+            S.REJECTED, reason="x", status_date=dt.date(2026, 5, 1)), TODAY, NOW, "a")
+    assert [v.type for v in caught.value.violations] == ["DOCUMENT_DATE"]
