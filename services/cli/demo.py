@@ -9,6 +9,7 @@ sitenet.registry.v1.Site), else uses a few real Korean hospitals built in here.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from google.protobuf import json_format
 from google.type import date_pb2
 
 from services.cli.client import bearer, channel, reporting_errors
+from services.cli.documents import print_checklist, print_document_summary
 from services.cli.startup import console, print_study_sites, print_summary
 from services.common.config import ServiceName, Settings
 from sitenet.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -58,7 +60,10 @@ OTHER_COUNTRIES: list[dict[str, Any]] = [
      "regionCode": "JP-12", "city": "Kashiwa", "therapeuticAreas": ["oncology"]},
 ]
 
-# Days after selection each milestone happened, per site profile. The fast profile is the
+# Days after selection each milestone happened, per site profile. Essential documents
+# complete is not recorded: the documents are (received, then approved by the sponsor),
+# and the greenlight follows from them; the third profile has its Korean consent form
+# rejected, so its greenlight waits. The fast profile is the
 # Korean parallel path: IRB review alongside budget and contract, activation in about two
 # months; the others show a rejected IRB, a slow contract, a late starter.
 PROFILES: list[list[tuple[str, int, str]]] = [
@@ -75,7 +80,8 @@ PROFILES: list[list[tuple[str, int, str]]] = [
     [("cda-executed", 6, "DONE"), ("irb-submitted", 12, "DONE"),
      ("site-qualification-visit", 15, "DONE"), ("budget-agreed", 30, "DONE"),
      ("irb-approved", 40, "REJECTED"), ("irb-submitted", 48, "DONE"),
-     ("contract-executed", 52, "DONE"), ("irb-approved", 70, "APPROVED_WITH_CONDITIONS")],
+     ("contract-executed", 52, "DONE"), ("irb-approved", 70, "APPROVED_WITH_CONDITIONS"),
+     ("essential-documents-complete", 80, "REJECTED")],
     [("cda-executed", 20, "DONE"), ("site-qualification-visit", 45, "DONE"),
      ("irb-submitted", 50, "DONE")],
 ]
@@ -161,6 +167,11 @@ def demo(token: Annotated[str | None, typer.Option(help="Admin bearer token")] =
             steps = [("site-selected", 0, "DONE"), *profile]
             for key, days, status in steps:
                 on = selected + dt.timedelta(days=days)
+                if key == "essential-documents-complete":
+                    count += _documents(tracker, auth, name, on, today,
+                                        reject="icf-korean" if status == "REJECTED" else "",
+                                        expiring_soon=i == 0)
+                    continue
                 tracker.RecordMilestone(startup_pb2.RecordMilestoneRequest(
                     study_site=name, milestone=key,
                     status=startup_pb2.MilestoneStatus.Value(status), actual_date=_date(on),
@@ -178,7 +189,7 @@ def demo(token: Annotated[str | None, typer.Option(help="Admin bearer token")] =
                         study_site=name, milestone="site-activated", status=startup_pb2.PLANNED,
                         planned_date=_date(plan)), metadata=auth)
                     count += 1
-        console.print(f"   {count} milestones recorded")
+        console.print(f"   {count} milestones and document statuses recorded")
 
         rows = list(tracker.ListStudySites(startup_pb2.ListStudySitesRequest(
             parent=study.name, page_size=1000), metadata=auth).study_sites)
@@ -188,6 +199,13 @@ def demo(token: Annotated[str | None, typer.Option(help="Admin bearer token")] =
             name=study.name), metadata=auth)
         console.print("[bold]6. The sponsor's summary[/bold]")
         print_summary(summary)
+        waiting = names[2 % len(names)]
+        console.print(f"[bold]7. Essential documents[/bold] of {waiting}: the greenlight "
+                      "waits for the consent form the sponsor rejected")
+        print_checklist(tracker.ListSiteDocuments(startup_pb2.ListSiteDocumentsRequest(
+            parent=waiting), metadata=auth), waiting)
+        print_document_summary(tracker.GetDocumentSummary(startup_pb2.GetDocumentSummaryRequest(
+            name=study.name), metadata=auth))
     console.print(f"Done in {time.monotonic() - started:.1f} s. Try: sitenet study-sites list "
                   f"{study.name.removeprefix('studies/')} --filter 'overdue = true'")
 
@@ -204,3 +222,35 @@ def _add(tracker: startup_pb2_grpc.StartupTrackerStub, auth: list[tuple[str, str
             if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _documents(tracker: startup_pb2_grpc.StartupTrackerStub, auth: list[tuple[str, str]],
+               study_site: str, on: dt.date, today: dt.date, reject: str = "",
+               expiring_soon: bool = False) -> int:
+    """Receive every required document five days before `on` and approve it on `on`
+    (reject `reject` instead); the greenlight follows. Returns the statuses recorded."""
+    listed = tracker.ListSiteDocuments(startup_pb2.ListSiteDocumentsRequest(parent=study_site),
+                                       metadata=auth)
+    count = 0
+    for d in listed.documents:
+        if not d.required:
+            continue
+        expiry = None
+        if d.expires:  # one site's GCP certificates lapse soon: a reminder is due
+            soon = expiring_soon and d.document == "gcp-certificates"
+            expiry = today + dt.timedelta(days=20) if soon else on + dt.timedelta(days=730)
+        request = startup_pb2.RecordDocumentStatusRequest(
+            name=d.name, status=startup_pb2.RECEIVED, version="1.0",
+            uri=f"https://edms.demo-pharma.example/{d.name}/1.0",
+            content_hash="sha256:" + hashlib.sha256(d.name.encode()).hexdigest(),
+            status_date=_date(on - dt.timedelta(days=5)))
+        if expiry is not None:
+            request.expiry_date.CopyFrom(_date(expiry))
+        tracker.RecordDocumentStatus(request, metadata=auth)
+        rejected = d.document == reject
+        tracker.RecordDocumentStatus(startup_pb2.RecordDocumentStatusRequest(
+            name=d.name, status=startup_pb2.DOCUMENT_REJECTED if rejected else startup_pb2.APPROVED,
+            reason="consent form wording differs from the IRB-approved version" if rejected
+            else "", status_date=_date(on)), metadata=auth)
+        count += 2
+    return count

@@ -115,9 +115,11 @@ def catalog() -> None:
     typer.echo(catalog_markdown())
 
 
+from services.cli.documents import register as register_documents  # noqa: E402
 from services.cli.startup import register as register_startup  # noqa: E402 - after app
 
 register_startup(app)
+register_documents(app)
 
 
 def main() -> None:

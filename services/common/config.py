@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
+    # Essential documents (the start-up tracker's periodic check).
+    document_expiry_warning_days: int = Field(
+        30, ge=1, le=366, description="Remind of an approved document expiring within N days"
+    )
+    document_outstanding_days: int = Field(
+        30, ge=1, le=3650, description="Remind of a document expected (or rejected) this long"
+    )
+    document_check_interval_s: float = Field(
+        3600.0, gt=0, description="How often the tracker checks document expiry and reminders"
+    )
 
     @property
     def bootstrap_servers(self) -> str:

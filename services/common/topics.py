@@ -53,8 +53,12 @@ STUDIES = TopicSpec(
         "sitenet.events.v1.CountryApprovalRecorded",
         "sitenet.events.v1.StudySiteActivated",
         "sitenet.events.v1.StudySiteFlagged",
+        "sitenet.events.v1.DocumentStatusRecorded",
+        "sitenet.events.v1.GreenlightChanged",
+        "sitenet.events.v1.DocumentReminder",
     ),
-    description="Study start-up: studies, their sites and every milestone recorded",
+    description="Study start-up: studies, their sites, every milestone and essential "
+                "document recorded",
     consumers=("notifications",),
 )
 

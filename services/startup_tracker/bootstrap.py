@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
 
 from services.common import topics
 from services.common.bootstrap import assemble, outbox_relay
@@ -24,6 +29,7 @@ from services.startup_tracker.service_layer.handlers import StartupTrackerServic
 from sitenet.startup.v1 import startup_pb2_grpc
 
 SERVICE = ServiceName.STARTUP_TRACKER
+log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 
 
@@ -71,5 +77,34 @@ def build(settings: Settings) -> StartupTrackerApp:
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
                        topics=[topics.STUDIES, topics.SITES], server=server, relay=relay,
                        publisher=publisher, consumer=consumer)
+    runtime.add("document-check", *document_check(service, settings))
     return StartupTrackerApp(runtime=runtime, server=server, relay=relay, consumer=consumer,
                              service=service)
+
+
+def document_check(service: StartupTrackerService, settings: Settings
+                   ) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """Start and stop of the timer that raises document reminders and withdraws the
+    greenlight of sites whose required document expired (each reminder once)."""
+    task: asyncio.Task[None] | None = None
+
+    async def loop() -> None:
+        while True:
+            try:
+                await service.check_documents(settings.document_expiry_warning_days,
+                                              settings.document_outstanding_days)
+            except Exception:  # a failed round is retried at the next tick
+                log.exception("document check failed")
+            await asyncio.sleep(settings.document_check_interval_s)
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(loop(), name="document-check")
+
+    async def stop() -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return start, stop

@@ -32,6 +32,7 @@ async def test_demo_then_cli_commands(system: RunningSystem, monkeypatch: pytest
     code, out = await asyncio.to_thread(run, "demo")
     assert code == 0, out
     assert "Activation outlook" in out and "snuh" in out and "utokyo" in out
+    assert "Essential documents" in out and "icf-korean" in out  # the greenlight waits
     studies = await system.tracker.ListStudies(startup_pb2.ListStudiesRequest(),
                                                metadata=system.admin)
     (study,) = studies.studies
@@ -55,6 +56,26 @@ async def test_demo_then_cli_commands(system: RunningSystem, monkeypatch: pytest
     assert code == 0 and "site-selected" in out, out
     code, out = await asyncio.to_thread(run, "summary", study_id, "--due-within", "14")
     assert code == 0 and "within 14 days" in out and "Cycle times" in out, out
+
+    # Documents: the demo's third site waits for its rejected Korean consent form.
+    code, out = await asyncio.to_thread(run, "documents", "list", study_id, "pnuh")
+    assert code == 0 and "icf-korean" in out and "REJECTED" in out, out
+    assert "documents missing" in out and "05.02.02" in out, out
+    code, out = await asyncio.to_thread(run, "documents", "list", study_id, "snuh")
+    assert code == 0 and "all required documents approved" in out, out
+    code, out = await asyncio.to_thread(run, "documents", "record", study_id, "pnuh",
+                                        "icf-korean", "--status", "approved")
+    assert code == 1 and "FAILED_PRECONDITION" in out, out
+    code, out = await asyncio.to_thread(
+        run, "documents", "record", study_id, "pnuh", "icf-korean", "--version", "2.0",
+        "--uri", "https://edms.example/icf/2.0", "--hash", "sha256:" + "1" * 64)
+    assert code == 0 and "RECEIVED version 2.0" in out, out
+    code, out = await asyncio.to_thread(run, "milestone", "record", study_id, "pnuh",
+                                        "essential-documents-complete", "--actual",
+                                        "2020-01-01")
+    assert code == 1 and "FAILED_PRECONDITION" in out and "derived" in out, out
+    code, out = await asyncio.to_thread(run, "documents", "summary", study_id)
+    assert code == 0 and "Outstanding by site" in out and "pnuh" in out, out
 
 
 def test_demo_reads_the_sample_network_when_present(monkeypatch: pytest.MonkeyPatch,

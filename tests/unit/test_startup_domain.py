@@ -13,6 +13,7 @@ from services.startup_tracker.domain.model import (
     MilestoneStatus,
     SiteReplica,
     StudySite,
+    apply_greenlight,
     record_milestone,
     slip_days,
 )
@@ -125,10 +126,15 @@ def _to_activation(approval: CountryApproval | None) -> StudySite:
     for key, on in (("site-selected", "2026-01-01"), ("cda-executed", "2026-01-05"),
                     ("site-qualification-visit", "2026-01-10"), ("budget-agreed", "2026-01-20"),
                     ("contract-executed", "2026-02-01"), ("irb-submitted", "2026-01-06"),
-                    ("irb-approved", "2026-02-01"), ("essential-documents-complete", "2026-02-05"),
-                    ("site-initiation-visit", "2026-02-10")):
+                    ("irb-approved", "2026-02-01"), ("site-initiation-visit", "2026-02-10")):
         site = step(site, key, on, approval=approval)
-    return site
+    # Essential documents complete is derived from the checklist, never recorded.
+    with pytest.raises(FailedPrecondition) as caught:
+        step(site, "essential-documents-complete", "2026-02-05")
+    assert [v.type for v in caught.value.violations] == ["DERIVED_MILESTONE"]
+    derived = apply_greenlight(site, DEFAULT_TEMPLATE, dt.date(2026, 2, 5), "", NOW)
+    assert derived is not None
+    return derived[0]
 
 
 def test_activation_waits_for_country_approval() -> None:

@@ -37,3 +37,41 @@ def test_each_new_event_has_facts_and_both_texts() -> None:
         assert render(facts) == (en, ko)
     approval = facts_of("sitenet.events.v1.CountryApprovalRecorded", cases[1][0])
     assert approval.country_code == "KR"  # routes to subscribers filtering by country
+
+
+def test_document_events_have_facts_and_both_texts() -> None:
+    gcp = dict(study_site=REF, document="gcp-certificates",
+               display_name="GCP training certificates", display_name_ko="GCP 교육 이수증")
+    expiry = {"year": 2026, "month": 7, "day": 15}
+    cases = [
+        (events_pb2.DocumentStatusRecorded(**gcp, status="REJECTED", before_status="RECEIVED",
+                                           reason="unsigned"),
+         "SNUH: GCP training certificates rejected: unsigned (ONC-301)",
+         "서울대병원: GCP 교육 이수증 반려: unsigned (ONC-301)"),
+        (events_pb2.DocumentStatusRecorded(**gcp, status="APPROVED"),
+         "SNUH: GCP training certificates approved (ONC-301)",
+         "서울대병원: GCP 교육 이수증 승인 (ONC-301)"),
+        (events_pb2.DocumentReminder(**gcp, kind="EXPIRING", days=15, expiry_date=expiry),
+         "SNUH: GCP training certificates expires on 2026-07-15, in 15 days (ONC-301)",
+         "서울대병원: GCP 교육 이수증 2026-07-15 만료 예정, 15일 남음 (ONC-301)"),
+        (events_pb2.DocumentReminder(**gcp, kind="EXPIRED", expiry_date=expiry),
+         "SNUH: GCP training certificates expired on 2026-07-15 (ONC-301)",
+         "서울대병원: GCP 교육 이수증 2026-07-15 만료 (ONC-301)"),
+        (events_pb2.DocumentReminder(**gcp, kind="OUTSTANDING", days=45),
+         "SNUH: GCP training certificates outstanding for 45 days (ONC-301)",
+         "서울대병원: GCP 교육 이수증 45일째 미제출 (ONC-301)"),
+        (events_pb2.GreenlightChanged(study_site=REF, granted=True),
+         "SNUH: essential documents complete, greenlight given (ONC-301)",
+         "서울대병원: 필수문서 완비, 그린라이트 부여 (ONC-301)"),
+        (events_pb2.GreenlightChanged(study_site=REF, granted=False,
+                                      missing_documents=["gcp-certificates"]),
+         "SNUH: greenlight withdrawn, documents missing: gcp-certificates (ONC-301)",
+         "서울대병원: 그린라이트 철회, 미비 문서: gcp-certificates (ONC-301)"),
+    ]
+    for message, en, ko in cases:
+        ce_type = message.DESCRIPTOR.full_name
+        assert ce_type in EVENT_TYPES
+        facts = facts_of(ce_type, message)  # routing: study, site, sponsor_org, country
+        assert (facts.study, facts.site, facts.sponsor_org, facts.country_code) == (
+            "studies/s1", "sites/snuh", "acme", "KR")
+        assert render(facts) == (en, ko)

@@ -14,7 +14,9 @@ EVENT_TYPES: dict[str, type[Message]] = {
                 events_pb2.StudySiteAdded, events_pb2.MilestoneRecorded,
                 events_pb2.SiteStatusChanged,
                 events_pb2.StudyUpdated, events_pb2.CountryApprovalRecorded,
-                events_pb2.StudySiteActivated, events_pb2.StudySiteFlagged)
+                events_pb2.StudySiteActivated, events_pb2.StudySiteFlagged,
+                events_pb2.DocumentStatusRecorded, events_pb2.GreenlightChanged,
+                events_pb2.DocumentReminder)
 }
 
 
@@ -75,4 +77,18 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
     if isinstance(message, events_pb2.StudySiteFlagged):
         return _study_site_facts(ce_type, message.study_site, status=message.site_status,
                                  details={"flagged": "true" if message.flagged else "false"})
+    if isinstance(message, (events_pb2.DocumentStatusRecorded, events_pb2.DocumentReminder)):
+        more = {"document": message.document, "reason": getattr(message, "reason", "")}
+        if isinstance(message, events_pb2.DocumentReminder):
+            more.update(kind=message.kind, days=str(message.days))
+        if message.HasField("expiry_date"):
+            e = message.expiry_date
+            more["expiry_date"] = f"{e.year:04d}-{e.month:02d}-{e.day:02d}"
+        return _study_site_facts(ce_type, message.study_site, milestone_en=message.display_name,
+                                 milestone_ko=message.display_name_ko, status=message.status,
+                                 details=more)
+    if isinstance(message, events_pb2.GreenlightChanged):
+        return _study_site_facts(ce_type, message.study_site,
+                                 status="GRANTED" if message.granted else "WITHDRAWN",
+                                 details={"missing": ", ".join(message.missing_documents)})
     raise PoisonEvent(f"no facts for {ce_type}")

@@ -49,6 +49,8 @@ def render(facts: EventFacts) -> tuple[str, str]:
             return (f"{site_en} flagged in {study}: site {facts.status.lower()} in the registry",
                     f"{site_ko}, {study}에서 주의 표시: 레지스트리에서 {facts.status}")
         return (f"{site_en} no longer flagged in {study}", f"{site_ko}, {study} 주의 표시 해제")
+    if kind in ("DocumentStatusRecorded", "DocumentReminder", "GreenlightChanged"):
+        return _document_text(kind, facts, site_en, site_ko, study)
     if kind == "StudySiteAdded":
         return (f"{site_en} joined study {study}", f"{site_ko}, 임상시험 {study}에 참여")
     if kind == "StudyCreated":
@@ -70,3 +72,41 @@ def render(facts: EventFacts) -> tuple[str, str]:
         return (f"Site {site_en} {after_en} (was {before_en}){why}",
                 f"실시기관 {site_ko} {after_ko} (이전: {before_ko}){why}")
     return (f"{kind} {facts.study or facts.site}", f"{kind} {facts.study or facts.site}")
+
+
+_DOC_STATUS_EN = {"EXPECTED": "expected", "RECEIVED": "received", "APPROVED": "approved",
+                  "REJECTED": "rejected"}
+_DOC_STATUS_KO = {"EXPECTED": "제출 대기", "RECEIVED": "접수", "APPROVED": "승인",
+                  "REJECTED": "반려"}
+
+
+def _document_text(kind: str, facts: EventFacts, site_en: str, site_ko: str,
+                   study: str) -> tuple[str, str]:
+    """Essential documents and the greenlight (issue 6)."""
+    doc_en = facts.milestone_en or facts.details.get("document", "")
+    doc_ko = facts.milestone_ko or doc_en
+    if kind == "GreenlightChanged":
+        if facts.status == "GRANTED":
+            return (f"{site_en}: essential documents complete, greenlight given ({study})",
+                    f"{site_ko}: 필수문서 완비, 그린라이트 부여 ({study})")
+        missing = facts.details.get("missing", "")
+        return (f"{site_en}: greenlight withdrawn, documents missing: {missing} ({study})",
+                f"{site_ko}: 그린라이트 철회, 미비 문서: {missing} ({study})")
+    if kind == "DocumentReminder":
+        days = facts.details.get("days", "")
+        expiry = facts.details.get("expiry_date", "")
+        reminder = facts.details.get("kind", "")
+        if reminder == "EXPIRING":
+            return (f"{site_en}: {doc_en} expires on {expiry}, in {days} days ({study})",
+                    f"{site_ko}: {doc_ko} {expiry} 만료 예정, {days}일 남음 ({study})")
+        if reminder == "EXPIRED":
+            return (f"{site_en}: {doc_en} expired on {expiry} ({study})",
+                    f"{site_ko}: {doc_ko} {expiry} 만료 ({study})")
+        return (f"{site_en}: {doc_en} outstanding for {days} days ({study})",
+                f"{site_ko}: {doc_ko} {days}일째 미제출 ({study})")
+    status_en = _DOC_STATUS_EN.get(facts.status, facts.status.lower())
+    status_ko = _DOC_STATUS_KO.get(facts.status, facts.status)
+    reason = facts.details.get("reason", "")
+    why = f": {reason}" if facts.status == "REJECTED" and reason else ""
+    return (f"{site_en}: {doc_en} {status_en}{why} ({study})",
+            f"{site_ko}: {doc_ko} {status_ko}{why} ({study})")

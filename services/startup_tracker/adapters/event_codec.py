@@ -13,6 +13,9 @@ from services.common.rpc.convert import date_message, timestamp
 from services.common.stream import PoisonEvent
 from services.startup_tracker.domain.events import (
     CountryApprovalRecorded,
+    DocumentReminder,
+    DocumentStatusRecorded,
+    GreenlightChanged,
     MilestoneRecorded,
     StudyCreated,
     StudySiteActivated,
@@ -131,6 +134,34 @@ class TrackerEventCodec:
                 reason=ss.flag_reason or f"site {ss.site.status} in the registry",
                 site_status=ss.site.status)
             subject = ss.name
+        elif isinstance(event, DocumentStatusRecorded):
+            d, doc = event.document, event.after
+            message = events_pb2.DocumentStatusRecorded(
+                study_site=study_site_ref(study, event.study_site), document=d.key,
+                display_name=d.display_name, display_name_ko=d.display_name_ko,
+                before_status=event.before.status.value, status=doc.status.value,
+                version=doc.version, uri=doc.uri, content_hash=doc.content_hash,
+                reason=doc.reason,
+                actor=actor(event.actor))
+            if doc.expiry_date is not None:
+                message.expiry_date.CopyFrom(date_message(doc.expiry_date))
+            subject = f"{event.study_site.name}/documents/{d.key}"
+        elif isinstance(event, GreenlightChanged):
+            message = events_pb2.GreenlightChanged(
+                study_site=study_site_ref(study, event.study_site), granted=event.granted,
+                missing_documents=[m.key for m in event.missing], reason=event.reason)
+            if event.on is not None:
+                message.granted_date.CopyFrom(date_message(event.on))
+            subject = event.study_site.name
+        elif isinstance(event, DocumentReminder):
+            d, state = event.document, event.state
+            message = events_pb2.DocumentReminder(
+                study_site=study_site_ref(study, event.study_site), document=d.key,
+                display_name=d.display_name, display_name_ko=d.display_name_ko,
+                kind=event.kind, days=event.days, status=state.status.value)
+            if state.expiry_date is not None:
+                message.expiry_date.CopyFrom(date_message(state.expiry_date))
+            subject = f"{event.study_site.name}/documents/{d.key}"
         else:  # pragma: no cover
             raise TypeError(f"not a tracker event: {event!r}")
         return [Envelope(

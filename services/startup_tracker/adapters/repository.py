@@ -6,19 +6,22 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.filtering import Node
 from services.common.sql_filter import FilterField, to_sql
 from services.startup_tracker.adapters.tables import (
     country_approvals,
+    document_reminders,
     milestone_history,
     milestones,
+    site_documents,
     sites_replica,
     studies,
     study_sites,
 )
+from services.startup_tracker.domain.documents import DocumentStatus, SiteDocument
 from services.startup_tracker.domain.model import (
     CountryApproval,
     HistoryEntry,
@@ -51,7 +54,8 @@ def choice_json(choice: TemplateChoice) -> str:
         "extra": [{"key": m.key, "display_name": m.display_name,
                    "display_name_ko": m.display_name_ko,
                    "prerequisites": list(m.prerequisites), "target_days": m.target_days}
-                  for m in choice.extra]})
+                  for m in choice.extra],
+        "skip_documents": list(choice.skip_documents)})
 
 
 def choice_from(text: str) -> TemplateChoice:
@@ -62,7 +66,8 @@ def choice_from(text: str) -> TemplateChoice:
         extra=tuple(MilestoneDefinition(
             key=m["key"], display_name=m["display_name"], display_name_ko=m["display_name_ko"],
             prerequisites=tuple(m["prerequisites"]), target_days=m["target_days"])
-            for m in data.get("extra", ())))
+            for m in data.get("extra", ())),
+        skip_documents=tuple(data.get("skip_documents", ())))
 
 
 def _study(row: Any) -> Study:
@@ -160,7 +165,9 @@ class SqlStudySiteRepository:
             StudySite(study_id=r.study_id, site=replicas[r.site_id],
                       milestones=by_site.get((r.study_id, r.site_id), {}),
                       current=r.current_milestone, flagged=bool(r.flagged),
-                      flag_reason=r.flag_reason, version=r.version,
+                      flag_reason=r.flag_reason,
+                      greenlight_withdrawn=bool(r.greenlight_withdrawn),
+                      greenlight_reason=r.greenlight_reason, version=r.version,
                       create_time=_utc(r.create_time), update_time=_utc(r.update_time))
             for r in rows
         ]
@@ -176,7 +183,9 @@ class SqlStudySiteRepository:
             study_id=study_site.study_id, site_id=study_site.site.site_id,
             country_code=study_site.site.country_code, region_code=study_site.site.region_code,
             current_milestone="", flagged=study_site.flagged,
-            flag_reason=study_site.flag_reason, version=study_site.version,
+            flag_reason=study_site.flag_reason,
+            greenlight_withdrawn=study_site.greenlight_withdrawn,
+            greenlight_reason=study_site.greenlight_reason, version=study_site.version,
             create_time=study_site.create_time, update_time=study_site.update_time))
 
     async def save(self, study_site: StudySite, expected_version: int) -> bool:
@@ -186,7 +195,9 @@ class SqlStudySiteRepository:
             update(study_sites).where(key, study_sites.c.version == expected_version).values(
                 version=study_site.version, update_time=study_site.update_time,
                 current_milestone=study_site.current, flagged=study_site.flagged,
-                flag_reason=study_site.flag_reason))
+                flag_reason=study_site.flag_reason,
+                greenlight_withdrawn=study_site.greenlight_withdrawn,
+                greenlight_reason=study_site.greenlight_reason))
         if not result.rowcount:
             return False
         await self._conn.execute(delete(milestones).where(
@@ -310,3 +321,63 @@ class SqlMilestoneHistory:
         return [HistoryEntry(entry_id=r.entry_id, milestone=r.milestone, before=r.before,
                              after=r.after, actor=r.actor, role=r.role, reason=r.reason,
                              record_time=_utc(r.record_time)) for r in rows]
+
+
+def _document(row: Any) -> SiteDocument:
+    return SiteDocument(
+        key=row.document, status=DocumentStatus(row.status), version=row.version,
+        uri=row.uri, content_hash=row.content_hash, expiry_date=row.expiry_date,
+        status_date=row.status_date, approved_date=row.approved_date, reason=row.reason,
+        note=row.note, actor=row.actor, expected_time=_utc(row.expected_time),
+        update_time=_utc(row.update_time) if row.update_time else None)
+
+
+class SqlSiteDocuments:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def of_site(self, study_id: str, site_id: str) -> dict[str, SiteDocument]:
+        rows = (await self._conn.execute(select(site_documents).where(
+            site_documents.c.study_id == study_id, site_documents.c.site_id == site_id))).all()
+        return {r.document: _document(r) for r in rows}
+
+    async def of_study(self, study_id: str) -> dict[str, dict[str, SiteDocument]]:
+        rows = (await self._conn.execute(select(site_documents).where(
+            site_documents.c.study_id == study_id))).all()
+        out: dict[str, dict[str, SiteDocument]] = {}
+        for r in rows:
+            out.setdefault(r.site_id, {})[r.document] = _document(r)
+        return out
+
+    async def put(self, study_id: str, site_id: str, doc: SiteDocument) -> None:
+        values = {"status": doc.status.value, "version": doc.version, "uri": doc.uri,
+                  "content_hash": doc.content_hash, "expiry_date": doc.expiry_date,
+                  "status_date": doc.status_date, "approved_date": doc.approved_date,
+                  "reason": doc.reason, "note": doc.note, "actor": doc.actor,
+                  "expected_time": doc.expected_time, "update_time": doc.update_time}
+        key = and_(site_documents.c.study_id == study_id, site_documents.c.site_id == site_id,
+                   site_documents.c.document == doc.key)
+        result = await self._conn.execute(update(site_documents).where(key).values(**values))
+        if not result.rowcount:
+            await self._conn.execute(site_documents.insert().values(
+                study_id=study_id, site_id=site_id, document=doc.key, **values))
+
+    async def study_ids(self) -> list[str]:
+        rows = (await self._conn.execute(
+            select(site_documents.c.study_id).distinct().order_by(
+                site_documents.c.study_id))).all()
+        return [r.study_id for r in rows]
+
+    async def claim_reminder(self, study_id: str, site_id: str, document: str, kind: str,
+                             occasion: str, now: datetime) -> bool:
+        """True the first time this reminder is claimed; False ever after."""
+        exists = (await self._conn.execute(select(document_reminders.c.kind).where(
+            document_reminders.c.study_id == study_id, document_reminders.c.site_id == site_id,
+            document_reminders.c.document == document, document_reminders.c.kind == kind,
+            document_reminders.c.occasion == occasion))).first()
+        if exists:
+            return False
+        await self._conn.execute(insert(document_reminders).values(
+            study_id=study_id, site_id=site_id, document=document, kind=kind,
+            occasion=occasion, raise_time=now))
+        return True

@@ -69,6 +69,8 @@ study_sites = Table(
     Column("current_milestone", String(63), nullable=False),
     Column("flagged", Boolean, nullable=False),
     Column("flag_reason", Text, nullable=False),
+    Column("greenlight_withdrawn", Boolean, nullable=False, default=False),
+    Column("greenlight_reason", Text, nullable=False, default=""),
     Column("version", Version, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
@@ -105,6 +107,42 @@ country_approvals = Table(
     Column("note", Text, nullable=False),
     Column("update_time", DateTime(timezone=True), nullable=False),
     ForeignKeyConstraint(["study_id"], ["studies.study_id"]),
+)
+
+# A study-site's essential documents as they stand; each change also goes to
+# milestone_history as milestone "document/{key}" (append-only).
+site_documents = Table(
+    "site_documents",
+    metadata,
+    Column("study_id", String(63), primary_key=True),
+    Column("site_id", String(63), primary_key=True),
+    Column("document", String(63), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("content_hash", String(80), nullable=False),
+    Column("expiry_date", Date, nullable=True),
+    Column("status_date", Date, nullable=True),
+    Column("approved_date", Date, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("expected_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(["study_id", "site_id"], ["study_sites.study_id", "study_sites.site_id"]),
+)
+
+# Reminders already raised: each (document, kind, occasion) once, however often the
+# check runs. `occasion` is the expiry date or the date the document became outstanding.
+document_reminders = Table(
+    "document_reminders",
+    metadata,
+    Column("study_id", String(63), primary_key=True),
+    Column("site_id", String(63), primary_key=True),
+    Column("document", String(63), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("occasion", String(32), primary_key=True),
+    Column("raise_time", DateTime(timezone=True), nullable=False),
 )
 
 # Append-only: every recorded change, with who, when, before, after and why.

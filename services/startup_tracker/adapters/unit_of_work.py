@@ -7,6 +7,7 @@ from services.common.unit_of_work import SqlRequestLog, SqlUnitOfWork
 from services.startup_tracker.adapters.repository import (
     SqlCountryApprovalRepository,
     SqlMilestoneHistory,
+    SqlSiteDocuments,
     SqlSiteReplicaRepository,
     SqlStudyRepository,
     SqlStudySiteRepository,
@@ -20,6 +21,7 @@ class TrackerSqlUnitOfWork(SqlUnitOfWork):
     sites: SqlSiteReplicaRepository
     history: SqlMilestoneHistory
     approvals: SqlCountryApprovalRepository
+    documents: SqlSiteDocuments
     inbox: SqlInbox
     requests: SqlRequestLog
 
@@ -30,5 +32,6 @@ class TrackerSqlUnitOfWork(SqlUnitOfWork):
         self.sites = SqlSiteReplicaRepository(conn)
         self.history = SqlMilestoneHistory(conn)
         self.approvals = SqlCountryApprovalRepository(conn)
+        self.documents = SqlSiteDocuments(conn)
         self.inbox = SqlInbox(conn, inbox)
         self.requests = SqlRequestLog(conn, request_log)

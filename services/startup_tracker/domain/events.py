@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from services.common.identity import Principal
+from services.startup_tracker.domain.documents import DocumentType, Missing, SiteDocument
 from services.startup_tracker.domain.model import (
     CountryApproval,
     MilestoneRecord,
@@ -72,5 +73,44 @@ class StudySiteFlagged:
     study_site: StudySite
 
 
+@dataclass(frozen=True)
+class DocumentStatusRecorded:
+    study: Study
+    study_site: StudySite
+    document: DocumentType
+    before: SiteDocument
+    after: SiteDocument
+    actor: Principal
+
+
+@dataclass(frozen=True)
+class GreenlightChanged:
+    """Essential documents became complete (granted) or stopped being so (withdrawn)."""
+
+    study: Study
+    study_site: StudySite
+    granted: bool
+    on: dt.date | None
+    missing: tuple[Missing, ...]
+    reason: str
+
+
+class ReminderKind:
+    EXPIRING = "EXPIRING"  # expires within the configured window
+    EXPIRED = "EXPIRED"
+    OUTSTANDING = "OUTSTANDING"  # expected or rejected for longer than the threshold
+
+
+@dataclass(frozen=True)
+class DocumentReminder:
+    study: Study
+    study_site: StudySite
+    document: DocumentType
+    state: SiteDocument
+    kind: str
+    days: int  # days left before expiry, or days outstanding
+
+
 TrackerEvent = (StudyCreated | StudySiteAdded | MilestoneRecorded | StudyUpdated
-                | CountryApprovalRecorded | StudySiteActivated | StudySiteFlagged)
+                | CountryApprovalRecorded | StudySiteActivated | StudySiteFlagged
+                | DocumentStatusRecorded | GreenlightChanged | DocumentReminder)

@@ -18,6 +18,7 @@ from services.common.errors import (
     PreconditionViolation,
 )
 from services.common.geography import COUNTRY_CODES
+from services.startup_tracker.domain.documents import GREENLIGHT_MILESTONE
 from services.startup_tracker.domain.templates import (
     COUNTRY_GATED,
     MilestoneDefinition,
@@ -183,6 +184,10 @@ class StudySite:
     current: str = ""  # latest milestone done, kept by record_milestone
     flagged: bool = False  # the registry suspended or closed the site while in the study
     flag_reason: str = ""
+    # The greenlight (essential documents complete) was withdrawn: a required document
+    # expired, was rejected or replaced after it had been given.
+    greenlight_withdrawn: bool = False
+    greenlight_reason: str = ""
     version: int = 1
     create_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     update_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -305,6 +310,11 @@ def record_milestone(study_site: StudySite, template: MilestoneTemplate, key: st
         raise InvalidArgument([FieldViolation(
             "milestone", f"{key!r} is not a milestone of template {template.key!r}; "
                          f"milestones: {', '.join(template.keys)}")])
+    if key == GREENLIGHT_MILESTONE:
+        raise FailedPrecondition([PreconditionViolation(
+            "DERIVED_MILESTONE", f"{study_site.name}/milestones/{key}",
+            f"{key} is derived: it is done when every required document of the site is "
+            "approved and unexpired (RecordDocumentStatus)")])
     _check_fields(definition, change, today)
     before = study_site.milestone(key)
     if before.status is not None and before.status.happened and not change.reason \
@@ -500,3 +510,45 @@ def record_country_approval(study: Study, country: str, before: CountryApproval,
     if blocked:
         raise FailedPrecondition(blocked)
     return after
+
+
+def apply_greenlight(study_site: StudySite, template: MilestoneTemplate,
+                     complete_on: dt.date | None, why_not: str, now: dt.datetime
+                     ) -> tuple[StudySite, MilestoneRecord, MilestoneRecord] | None:
+    """Derive essential-documents-complete from the checklist; None when nothing changes.
+
+    `complete_on` is the date the last required document was approved (None while one
+    is missing). The greenlight also waits for the milestone's own prerequisites (IRB
+    approval, contract) and takes the later date, so the milestone rules keep holding.
+    Withdrawing a greenlight once given flags the study-site; giving it clears the flag.
+    """
+    definition = template.get(GREENLIGHT_MILESTONE)
+    if definition is None:  # the study skipped the milestone
+        return None
+    before = study_site.milestone(GREENLIGHT_MILESTONE)
+    dates = [complete_on] if complete_on else []
+    for key in definition.prerequisites:
+        if not study_site.done(key) and study_site.milestone(key).status \
+                is not MilestoneStatus.NOT_APPLICABLE:
+            dates = []
+            break
+        if (on := study_site.milestone(key).actual_date) and dates:
+            dates.append(on)
+    if dates:
+        on = max(dates)
+        if before.status is MilestoneStatus.DONE and before.actual_date == on:
+            return None
+        after = replace(before, status=MilestoneStatus.DONE, actual_date=on,
+                        note="all required documents approved", update_time=now)
+        flagged, reason = False, ""
+    else:
+        if not study_site.done(GREENLIGHT_MILESTONE):
+            return None
+        after = replace(before, status=MilestoneStatus.IN_PROGRESS, actual_date=None,
+                        note=why_not, update_time=now)
+        flagged, reason = True, why_not
+    updated = replace(study_site, milestones={**study_site.milestones,
+                                              GREENLIGHT_MILESTONE: after},
+                      greenlight_withdrawn=flagged, greenlight_reason=reason,
+                      update_time=now)
+    return replace(updated, current=updated.current_milestone(template)), before, after

@@ -21,9 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from services.startup_tracker.domain.documents import (
+    DocumentTemplate,
+    Missing,
+    SiteDocument,
+    missing,
+)
 from services.startup_tracker.domain.model import StudySite
 from services.startup_tracker.domain.templates import HEADLINE_SPANS, MilestoneTemplate
 
@@ -146,3 +153,66 @@ def summarise(sites: Sequence[StudySite], template: MilestoneTemplate,
         by_region=tuple(group(r, [s for s in sites if s.site.region_code == r], template,
                               today_at, due_within_days) for r in regions),
     )
+
+
+@dataclass(frozen=True)
+class DocumentTypeSummary:
+    document: str
+    outstanding: int
+    approved: int
+    median_days_to_approval: float
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    by_site: list[tuple[str, list[Missing]]]  # (study-site name, what is missing)
+    by_type: list[DocumentTypeSummary]
+    blocked_only_by_documents: list[str]
+
+
+@dataclass(frozen=True)
+class SiteChecklist:
+    study_site: StudySite
+    template: DocumentTemplate
+    documents: dict[str, SiteDocument]
+    today: dt.date
+    country_approved: bool
+
+
+# What activation waits for besides the documents (the country's approval comes apart).
+OTHER_GATES = ("irb-approved", "contract-executed", "site-initiation-visit")
+
+
+def summarise_documents(rows: list[SiteChecklist]) -> DocumentSummary:
+    by_site = []
+    outstanding: dict[str, int] = {}
+    waits: dict[str, list[float]] = {}
+    order: list[str] = []
+    blocked = []
+    for row in rows:
+        gaps = missing(row.template, row.documents, row.today)
+        if gaps:
+            by_site.append((row.study_site.name, gaps))
+        for d in row.template.documents:
+            if d.key not in order:
+                order.append(d.key)
+            outstanding.setdefault(d.key, 0)
+            waits.setdefault(d.key, [])
+        for gap in gaps:
+            outstanding[gap.key] += 1
+        for doc in row.documents.values():
+            if doc.approved_date and doc.expected_time:
+                # A document recorded after the fact may predate the checklist: 0 days.
+                waits[doc.key].append(float(max(0, (doc.approved_date
+                                                    - doc.expected_time.date()).days)))
+        ss = row.study_site
+        others_done = all(ss.milestone(k).status is not None
+                          and ss.milestone(k).status.completes  # type: ignore[union-attr]
+                          for k in OTHER_GATES)
+        if gaps and others_done and row.country_approved and not ss.done("site-activated"):
+            blocked.append(ss.name)
+    by_type = [DocumentTypeSummary(k, outstanding[k], len(waits[k]),
+                                   statistics.median(waits[k]) if waits[k] else 0.0)
+               for k in order]
+    return DocumentSummary(by_site=by_site, by_type=by_type,
+                           blocked_only_by_documents=blocked)

@@ -94,6 +94,7 @@ class TemplateChoice:
     skip: tuple[str, ...] = ()
     target_days: tuple[tuple[str, int], ...] = ()
     extra: tuple[MilestoneDefinition, ...] = ()
+    skip_documents: tuple[str, ...] = ()  # essential documents this study does not ask for
 
     @property
     def is_default(self) -> bool:

@@ -12,6 +12,14 @@ from services.common.errors import FieldViolation, InvalidArgument
 from services.common.resource_names import parse
 from services.common.rpc.convert import date_message, date_value, timestamp
 from services.common.rpc.interceptors import current_principal
+from services.startup_tracker.domain.documents import (
+    DocumentChange,
+    DocumentStatus,
+    DocumentType,
+    Missing,
+    Provider,
+    SiteDocument,
+)
 from services.startup_tracker.domain.model import (
     ApprovalChange,
     CountryApproval,
@@ -22,7 +30,7 @@ from services.startup_tracker.domain.model import (
     StudySite,
     slip_days,
 )
-from services.startup_tracker.domain.summary import Group, Summary
+from services.startup_tracker.domain.summary import DocumentSummary, Group, Summary
 from services.startup_tracker.domain.templates import (
     MilestoneDefinition,
     TemplateChoice,
@@ -74,7 +82,8 @@ def study_message(study: Study,
         etag=study.etag, target_active_sites=d.target_active_sites,
         template=startup_pb2.TemplateChoice(
             skip_milestones=list(c.skip), target_days=dict(c.target_days),
-            extra_milestones=[definition_message(m) for m in c.extra]),
+            extra_milestones=[definition_message(m) for m in c.extra],
+            skip_documents=list(c.skip_documents)),
         milestone_definitions=[definition_message(m) for m in template_of(study).milestones],
         country_approvals=[approval_message(study, a) for a in approvals or []])
     _set_date(message, "target_activation_date", d.target_activation_date)
@@ -104,8 +113,9 @@ def milestone_message(study: Study, study_site: StudySite, key: str,
     return message
 
 
-def study_site_message(study: Study, study_site: StudySite,
-                       facts: SiteFacts) -> startup_pb2.StudySite:
+def study_site_message(study: Study, study_site: StudySite, facts: SiteFacts,
+                       missing: list[Missing] | None = None) -> startup_pb2.StudySite:
+    missing = missing or []
     site = study_site.site
     today = facts.today
     message = startup_pb2.StudySite(
@@ -118,9 +128,59 @@ def study_site_message(study: Study, study_site: StudySite,
         update_time=timestamp(study_site.update_time), etag=study_site.etag,
         status=startup_pb2.StudySiteStatus.Value(facts.status.value),
         flagged=study_site.flagged, flag_reason=study_site.flag_reason,
-        overdue=facts.overdue)
+        overdue=facts.overdue, greenlight_withdrawn=study_site.greenlight_withdrawn,
+        greenlight_reason=study_site.greenlight_reason,
+        missing_documents=[missing_message(m) for m in missing])
     _set_date(message, "planned_activation_date", facts.planned_activation_date)
     return message
+
+
+# The domain's REJECTED is DOCUMENT_REJECTED on the wire (proto enum values share the
+# package's scope with MilestoneStatus.REJECTED).
+_WIRE_STATUS = {DocumentStatus.EXPECTED: startup_pb2.EXPECTED,
+                DocumentStatus.RECEIVED: startup_pb2.RECEIVED,
+                DocumentStatus.APPROVED: startup_pb2.APPROVED,
+                DocumentStatus.REJECTED: startup_pb2.DOCUMENT_REJECTED}
+_DOMAIN_STATUS = {v: k for k, v in _WIRE_STATUS.items()}
+_PROVIDER = {Provider.SITE: startup_pb2.PROVIDER_SITE,
+             Provider.SPONSOR: startup_pb2.PROVIDER_SPONSOR}
+
+
+def missing_message(m: Missing) -> startup_pb2.MissingDocument:
+    return startup_pb2.MissingDocument(document=m.key, status=_WIRE_STATUS[m.status],
+                                       reason=m.why)
+
+
+def document_message(study_site: StudySite, d: DocumentType, doc: SiteDocument,
+                     today: dt.date) -> startup_pb2.SiteDocument:
+    message = startup_pb2.SiteDocument(
+        name=f"{study_site.name}/documents/{d.key}", document=d.key,
+        display_name=d.display_name, display_name_ko=d.display_name_ko,
+        tmf_artifact_name=d.tmf_artifact_name, tmf_artifact_number=d.tmf_artifact_number,
+        required=d.required, expires=d.expires, provider=_PROVIDER[d.provider],
+        status=_WIRE_STATUS[doc.status], version=doc.version, uri=doc.uri,
+        content_hash=doc.content_hash, reason=doc.reason, note=doc.note, actor=doc.actor,
+        valid=doc.valid(today))
+    _set_date(message, "expiry_date", doc.expiry_date)
+    _set_date(message, "status_date", doc.status_date)
+    if doc.expected_time is not None:
+        message.expected_time.CopyFrom(timestamp(doc.expected_time))
+    if doc.update_time is not None:
+        message.update_time.CopyFrom(timestamp(doc.update_time))
+    return message
+
+
+def document_summary_message(study: Study,
+                             summary: DocumentSummary) -> startup_pb2.DocumentSummary:
+    return startup_pb2.DocumentSummary(
+        study=study.name,
+        by_site=[startup_pb2.SiteOutstanding(study_site=name,
+                                             missing=[missing_message(m) for m in gaps])
+                 for name, gaps in summary.by_site],
+        by_type=[startup_pb2.DocumentTypeSummary(
+            document=t.document, outstanding=t.outstanding, approved=t.approved,
+            median_days_to_approval=t.median_days_to_approval) for t in summary.by_type],
+        blocked_only_by_documents=summary.blocked_only_by_documents)
 
 
 def history_message(entry: HistoryEntry) -> startup_pb2.MilestoneHistoryEntry:
@@ -177,7 +237,8 @@ def template_choice(message: startup_pb2.TemplateChoice) -> TemplateChoice:
             display_name_ko=m.display_name_ko.strip() or m.display_name.strip(),
             prerequisites=tuple(m.prerequisites),
             target_days=m.target_days if m.has_target else None)
-            for m in message.extra_milestones))
+            for m in message.extra_milestones),
+        skip_documents=tuple(dict.fromkeys(k.strip() for k in message.skip_documents)))
 
 
 def study_values(message: startup_pb2.Study) -> dict[str, Any]:
@@ -237,10 +298,11 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
     async def GetStudySite(self, request: startup_pb2.GetStudySiteRequest,
                            context: grpc.aio.ServicerContext) -> startup_pb2.StudySite:
         study_id, site_id = parse(request.name, "studies/{study}/sites/{site}")
-        study, study_site = await self._service.get_study_site(
-            current_principal(), study_id, site_id)
-        return study_site_message(study, study_site,
-                                  self._service.site_facts(study, study_site))
+        principal = current_principal()
+        study, study_site = await self._service.get_study_site(principal, study_id, site_id)
+        return study_site_message(study, study_site, self._service.site_facts(study, study_site),
+                                  await self._service.missing_documents(principal, study,
+                                                                        study_site))
 
     async def ListStudySites(self, request: startup_pb2.ListStudySitesRequest,
                              context: grpc.aio.ServicerContext
@@ -345,3 +407,49 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
             current_principal(), study_id, request.due_within_days)
         as_of = self._service.clock().astimezone(dt.UTC).date()
         return summary_message(study, summary, window, as_of)
+
+    async def ListSiteDocuments(self, request: startup_pb2.ListSiteDocumentsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> startup_pb2.ListSiteDocumentsResponse:
+        study_id, site_id = parse(request.parent, "studies/{study}/sites/{site}",
+                                  field="parent")
+        study, study_site, template, docs = await self._service.list_site_documents(
+            current_principal(), study_id, site_id)
+        today = self._service.site_facts(study, study_site).today
+        return startup_pb2.ListSiteDocumentsResponse(
+            documents=[document_message(study_site, d, docs[d.key], today)
+                       for d in template.documents],
+            template=template.key,
+            complete=all(docs[d.key].valid(today) for d in template.documents if d.required))
+
+    async def RecordDocumentStatus(self, request: startup_pb2.RecordDocumentStatusRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> startup_pb2.SiteDocument:
+        study_id, site_id, key = parse(request.name,
+                                       "studies/{study}/sites/{site}/documents/{document}")
+        violations: list[FieldViolation] = []
+        status = _DOMAIN_STATUS.get(request.status)
+        if request.status == startup_pb2.DOCUMENT_STATUS_UNSPECIFIED:
+            violations.append(FieldViolation("status", "required"))
+        elif status is None:
+            violations.append(FieldViolation("status", f"unknown value {request.status}"))
+        dates = _dates(violations, expiry_date=request.expiry_date,
+                       status_date=request.status_date)
+        if violations or status is None:
+            raise InvalidArgument(violations)
+        change = DocumentChange(
+            status=status, version=request.version.strip(), uri=request.uri.strip(),
+            content_hash=request.content_hash.strip().lower(),
+            expiry_date=dates["expiry_date"], status_date=dates["status_date"],
+            reason=request.reason.strip(), note=request.note.strip())
+        study_site, document, doc = await self._service.record_document_status(
+            current_principal(), study_id, site_id, key, change, request.request_id)
+        today = self._service.today_at(study_site.site)
+        return document_message(study_site, document, doc, today)
+
+    async def GetDocumentSummary(self, request: startup_pb2.GetDocumentSummaryRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> startup_pb2.DocumentSummary:
+        (study_id,) = parse(request.name, "studies/{study}")
+        study, summary = await self._service.document_summary(current_principal(), study_id)
+        return document_summary_message(study, summary)

@@ -25,9 +25,29 @@ from services.common.errors import (
 from services.common.identity import Principal, Role
 from services.common.resource_names import check_id, new_id
 from services.common.validation import build, violations_from
+from services.startup_tracker.domain.documents import (
+    GREENLIGHT_MILESTONE,
+    DocumentChange,
+    DocumentStatus,
+    DocumentTemplate,
+    DocumentType,
+    Missing,
+    Provider,
+    SiteDocument,
+    check_skip,
+    complete_on,
+    document_template,
+    missing,
+    new_checklist,
+    record_document,
+)
 from services.startup_tracker.domain.events import (
     CountryApprovalRecorded,
+    DocumentReminder,
+    DocumentStatusRecorded,
+    GreenlightChanged,
     MilestoneRecorded,
+    ReminderKind,
     StudyCreated,
     StudySiteActivated,
     StudySiteAdded,
@@ -40,15 +60,23 @@ from services.startup_tracker.domain.model import (
     HistoryEntry,
     MilestoneChange,
     MilestoneRecord,
+    MilestoneStatus,
     SiteReplica,
     Study,
     StudyDetails,
     StudySite,
     StudySiteStatus,
+    apply_greenlight,
     record_country_approval,
     record_milestone,
 )
-from services.startup_tracker.domain.summary import Summary, summarise
+from services.startup_tracker.domain.summary import (
+    DocumentSummary,
+    SiteChecklist,
+    Summary,
+    summarise,
+    summarise_documents,
+)
 from services.startup_tracker.domain.templates import (
     MilestoneTemplate,
     TemplateChoice,
@@ -62,9 +90,11 @@ STUDY_FILTER_FIELDS = ("sponsor_org", "phase", "therapeutic_area", "protocol_num
 # Evaluated in memory over a study's sites (a study has hundreds, not millions): status and
 # overdue depend on today's date at each site, which no column holds.
 STUDY_SITE_FILTER_FIELDS = ("status", "current_milestone", "country_code", "region_code",
-                            "site", "overdue", "flagged")
+                            "site", "overdue", "flagged", "greenlight_withdrawn")
 UPDATABLE_STUDY_FIELDS = ("title", "protocol_number", "phase", "therapeutic_area",
                           "country_codes", "target_activation_date", "target_active_sites")
+# Who the periodic document check acts as, in the audit trail and the events.
+SYSTEM = Principal(subject="system:document-check", role=Role.ADMIN)
 DEFAULT_DUE_WITHIN_DAYS = 30
 MAX_DUE_WITHIN_DAYS = 366
 
@@ -101,6 +131,27 @@ def _approval_dict(approval: CountryApproval) -> dict[str, object]:
     }
 
 
+def document_template_of(study: Study, study_site: StudySite) -> DocumentTemplate:
+    return document_template(study_site.site.country_code, study.template_choice.skip_documents)
+
+
+def checklist(template: DocumentTemplate, stored: dict[str, SiteDocument],
+              study_site: StudySite) -> dict[str, SiteDocument]:
+    """Every document of the template, in order: a site added before documents were
+    tracked has its expected ones from the day it joined."""
+    return {d.key: stored.get(d.key) or SiteDocument(key=d.key,
+                                                     expected_time=study_site.create_time)
+            for d in template.documents}
+
+
+def _document_dict(doc: SiteDocument) -> dict[str, object]:
+    return {"status": doc.status.value, "version": doc.version, "uri": doc.uri,
+            "content_hash": doc.content_hash,
+            "expiry_date": doc.expiry_date.isoformat() if doc.expiry_date else None,
+            "status_date": doc.status_date.isoformat() if doc.status_date else None,
+            "reason": doc.reason, "note": doc.note}
+
+
 def _milestone_dict(record: MilestoneRecord) -> dict[str, object]:
     return {
         "status": record.status.value if record.status else None,
@@ -117,7 +168,7 @@ class StartupTrackerService:
         self._uow = unit_of_work
         self.clock = clock  # public so a test can pin "today" in a running system
 
-    def _today_at(self, site: SiteReplica) -> dt.date:
+    def today_at(self, site: SiteReplica) -> dt.date:
         """Today in the site's time zone (dates are the site's calendar dates)."""
         return self.clock().astimezone(ZoneInfo(site.time_zone or "UTC")).date()
 
@@ -162,6 +213,10 @@ class StartupTrackerService:
             template = _template(choice)
         except ValueError as exc:
             raise InvalidArgument([FieldViolation("study.template", str(exc))]) from exc
+        if unknown := check_skip(choice.skip_documents):
+            raise InvalidArgument([FieldViolation(
+                "study.template.skip_documents",
+                f"not essential documents of any template: {', '.join(unknown)}")])
         if principal.role is Role.SPONSOR and valid.sponsor_org != principal.org:
             raise PermissionDenied("a sponsor may create studies only for its own organisation")
         async with self._uow() as uow:
@@ -233,6 +288,8 @@ class StartupTrackerService:
             study_site = StudySite(study_id=study_id, site=site, create_time=now,
                                    update_time=now)
             await uow.study_sites.add(study_site)
+            for doc in new_checklist(document_template_of(study, study_site), now).values():
+                await uow.documents.put(study_id, site_id, doc)
             if request_id:
                 await uow.requests.remember(request_id, study_site.name)
             uow.emit(StudySiteAdded(study=study, study_site=study_site, actor=principal))
@@ -252,7 +309,7 @@ class StartupTrackerService:
     def site_facts(self, study: Study, study_site: StudySite) -> SiteFacts:
         """What the API shows about a study-site that depends on today."""
         template = template_of(study)
-        today = self._today_at(study_site.site)
+        today = self.today_at(study_site.site)
         return SiteFacts(status=study_site.status(), today=today,
                          overdue=bool(study_site.overdue(template, today)),
                          planned_activation_date=study_site.planned_activation_date(template))
@@ -265,7 +322,8 @@ class StartupTrackerService:
                 "country_code": site.country_code, "region_code": site.region_code,
                 "site": (site.site_id, site.name),
                 "overdue": "true" if facts.overdue else "false",
-                "flagged": "true" if study_site.flagged else "false"}
+                "flagged": "true" if study_site.flagged else "false",
+                "greenlight_withdrawn": "true" if study_site.greenlight_withdrawn else "false"}
 
     async def list_study_sites(self, principal: Principal, study_id: str, page_size: int,
                                page_token: str, filter_text: str
@@ -301,11 +359,14 @@ class StartupTrackerService:
             if request_id and await uow.requests.seen(request_id):
                 return study, current, key
             now = self.clock()
-            today = self._today_at(current.site)
+            today = self.today_at(current.site)
             template = template_of(study)
             approval = await uow.approvals.get(study_id, current.site.country_code)
             updated, before, after = record_milestone(current, template, key, change, today, now,
                                                       approval)
+            # The greenlight may have waited only for this milestone (IRB, contract).
+            updated = await self._sync_greenlight(uow, study, updated, today, now, principal,
+                                                  may_withdraw=False)
             if not await uow.study_sites.save(updated, expected_version=current.version):
                 raise EtagMismatch(current.name)
             await uow.history.append(study_id, site_id, key, _milestone_dict(before),
@@ -462,8 +523,27 @@ class StartupTrackerService:
         async with self._uow() as uow:
             study = await self._visible_study(uow, principal, study_id)
             rows = await uow.study_sites.all_of_study(study_id, sites)
-        summary = summarise(rows, template_of(study), lambda s: self._today_at(s.site), window)
+        summary = summarise(rows, template_of(study), lambda s: self.today_at(s.site), window)
         return study, summary, window
+
+    async def document_summary(self, principal: Principal, study_id: str
+                               ) -> tuple[Study, DocumentSummary]:
+        sites = principal.sites if principal.role is Role.SITE else None
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            rows = await uow.study_sites.all_of_study(study_id, sites)
+            stored = await uow.documents.of_study(study_id)
+            approved = {a.country_code for a in await uow.approvals.of_study(study_id)
+                        if a.approved}
+        lists = []
+        for row in rows:
+            template = document_template_of(study, row)
+            lists.append(SiteChecklist(
+                study_site=row, template=template,
+                documents=checklist(template, stored.get(row.site.site_id, {}), row),
+                today=self.today_at(row.site),
+                country_approved=row.site.country_code in approved))
+        return study, summarise_documents(lists)
 
     # --- the registry's sites ---------------------------------------------------------
 
@@ -492,3 +572,169 @@ class StartupTrackerService:
             if not await uow.study_sites.save(updated, expected_version=study_site.version):
                 raise EtagMismatch(study_site.name)  # retried: the event is not yet claimed
             uow.emit(StudySiteFlagged(study=study, study_site=updated))
+
+    # --- essential documents and the greenlight ----------------------------------------
+
+    async def _sync_greenlight(self, uow: TrackerUnitOfWork, study: Study,
+                               study_site: StudySite, today: dt.date, now: dt.datetime,
+                               principal: Principal, may_withdraw: bool = True,
+                               docs: dict[str, SiteDocument] | None = None) -> StudySite:
+        """Derive essential-documents-complete from the checklist, with its audit entry
+        and events; the caller saves the study-site."""
+        template = document_template_of(study, study_site)
+        if docs is None:
+            docs = checklist(template, await uow.documents.of_site(
+                study.study_id, study_site.site.site_id), study_site)
+        gaps = missing(template, docs, today)
+        why = "; ".join(f"{m.key} {m.why}" for m in gaps)
+        if gaps and not may_withdraw:
+            return study_site
+        milestones = template_of(study)
+        result = apply_greenlight(study_site, milestones, complete_on(template, docs, today),
+                                  why, now)
+        if result is None:
+            return study_site
+        updated, before, after = result
+        granted = after.status is MilestoneStatus.DONE
+        reason = "derived: all required documents approved" if granted else \
+            f"derived: greenlight withdrawn ({why})"
+        await uow.history.append(study.study_id, study_site.site.site_id, GREENLIGHT_MILESTONE,
+                                 _milestone_dict(before), _milestone_dict(after),
+                                 principal.subject, principal.role.value, reason, now)
+        definition = milestones.get(GREENLIGHT_MILESTONE)
+        assert definition is not None
+        uow.emit(MilestoneRecorded(study=study, study_site=updated, definition=definition,
+                                   before=before, after=after, actor=principal, reason=reason))
+        uow.emit(GreenlightChanged(study=study, study_site=updated, granted=granted,
+                                   on=after.actual_date, missing=tuple(gaps), reason=reason))
+        return updated
+
+    async def list_site_documents(self, principal: Principal, study_id: str, site_id: str
+                                  ) -> tuple[Study, StudySite, DocumentTemplate,
+                                             dict[str, SiteDocument]]:
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            self._check_study_site_visible(principal, study, site_id)
+            study_site = await uow.study_sites.get(study_id, site_id)
+            if study_site is None:
+                raise NotFound(f"studies/{study_id}/sites/{site_id}")
+            template = document_template_of(study, study_site)
+            docs = checklist(template, await uow.documents.of_site(study_id, site_id),
+                             study_site)
+        return study, study_site, template, docs
+
+    async def missing_documents(self, principal: Principal, study: Study,
+                                study_site: StudySite) -> list[Missing]:
+        """What still stands between the site and its greenlight, by document."""
+        _, _, template, docs = await self.list_site_documents(
+            principal, study.study_id, study_site.site.site_id)
+        return missing(template, docs, self.today_at(study_site.site))
+
+    async def record_document_status(self, principal: Principal, study_id: str, site_id: str,
+                                     key: str, change: DocumentChange, request_id: str = ""
+                                     ) -> tuple[StudySite, DocumentType, SiteDocument]:
+        if principal.role is Role.OPS:
+            raise PermissionDenied("ops tokens read; they do not record documents")
+        async with self._uow() as uow:
+            study = await self._visible_study(uow, principal, study_id)
+            self._check_study_site_visible(principal, study, site_id)
+            reviewing = change.status in (DocumentStatus.APPROVED, DocumentStatus.REJECTED)
+            if reviewing and not self._may_manage(principal, study):
+                raise PermissionDenied("only the study's sponsor (or an admin) approves or "
+                                       "rejects documents")
+            if principal.role is Role.SPONSOR and not self._may_manage(principal, study):
+                raise PermissionDenied("a sponsor records documents of its own studies only")
+            current = await uow.study_sites.get(study_id, site_id)
+            if current is None:
+                raise NotFound(f"studies/{study_id}/sites/{site_id}")
+            template = document_template_of(study, current)
+            document = template.get(key)
+            name = f"{current.name}/documents/{key}"
+            if document is None:
+                raise NotFound(name)
+            if principal.role is Role.SITE and document.provider is Provider.SPONSOR:
+                raise PermissionDenied(f"{key} is provided by the sponsor, not the site")
+            docs = checklist(template, await uow.documents.of_site(study_id, site_id), current)
+            if request_id and await uow.requests.seen(request_id):
+                return current, document, docs[key]
+            now = self.clock()
+            today = self.today_at(current.site)
+            before = docs[key]
+            after = record_document(name, document, before, change, today, now,
+                                    principal.subject)
+            docs[key] = after
+            await uow.documents.put(study_id, site_id, after)
+            await uow.history.append(study_id, site_id, f"document/{key}",
+                                     _document_dict(before), _document_dict(after),
+                                     principal.subject, principal.role.value, change.reason, now)
+            updated = replace(current, version=current.version + 1, update_time=now)
+            # The document's event goes before the greenlight it causes, in outbox order.
+            uow.emit(DocumentStatusRecorded(study=study, study_site=updated, document=document,
+                                            before=before, after=after, actor=principal))
+            updated = await self._sync_greenlight(uow, study, updated, today, now, principal,
+                                                  docs=docs)
+            if not await uow.study_sites.save(updated, expected_version=current.version):
+                raise EtagMismatch(current.name)
+            if request_id:
+                await uow.requests.remember(request_id, name)
+            await uow.commit()
+            return updated, document, after
+
+    async def check_documents(self, expiring_within_days: int,
+                              outstanding_after_days: int) -> int:
+        """Raise each reminder once (expiring soon, expired, outstanding too long) and
+        withdraw the greenlight of sites whose required document expired. Returns the
+        number of reminders raised. One transaction per study."""
+        async with self._uow() as uow:
+            study_ids = await uow.documents.study_ids()
+        raised = 0
+        for study_id in study_ids:
+            async with self._uow() as uow:
+                study = await uow.studies.get(study_id)
+                if study is None:
+                    continue
+                stored = await uow.documents.of_study(study_id)
+                now = self.clock()
+                for study_site in await uow.study_sites.all_of_study(study_id, None):
+                    today = self.today_at(study_site.site)
+                    template = document_template_of(study, study_site)
+                    docs = checklist(template, stored.get(study_site.site.site_id, {}),
+                                     study_site)
+                    for document in template.documents:
+                        for kind, occasion, days in _reminders(
+                                docs[document.key], today, expiring_within_days,
+                                outstanding_after_days):
+                            if await uow.documents.claim_reminder(
+                                    study_id, study_site.site.site_id, document.key, kind,
+                                    occasion, now):
+                                uow.emit(DocumentReminder(
+                                    study=study, study_site=study_site, document=document,
+                                    state=docs[document.key], kind=kind, days=days))
+                                raised += 1
+                    updated = await self._sync_greenlight(uow, study, study_site, today, now,
+                                                          SYSTEM, docs=docs)
+                    if updated is not study_site:
+                        updated = replace(updated, version=study_site.version + 1)
+                        if not await uow.study_sites.save(
+                                updated, expected_version=study_site.version):
+                            raise EtagMismatch(study_site.name)  # the next check retries
+                await uow.commit()
+        return raised
+
+
+def _reminders(doc: SiteDocument, today: dt.date, expiring_within_days: int,
+               outstanding_after_days: int) -> list[tuple[str, str, int]]:
+    """(kind, occasion, days) of the reminders `doc` calls for today."""
+    out = []
+    if doc.status is DocumentStatus.APPROVED and doc.expiry_date is not None:
+        left = (doc.expiry_date - today).days
+        if left <= 0:
+            out.append((ReminderKind.EXPIRED, doc.expiry_date.isoformat(), left))
+        elif left <= expiring_within_days:
+            out.append((ReminderKind.EXPIRING, doc.expiry_date.isoformat(), left))
+    if doc.status in (DocumentStatus.EXPECTED, DocumentStatus.REJECTED):
+        since = doc.status_date or (doc.expected_time.date() if doc.expected_time else None)
+        if since is not None and (days := (today - since).days) >= outstanding_after_days:
+            out.append((ReminderKind.OUTSTANDING, f"{doc.status.value}:{since.isoformat()}",
+                        days))
+    return out

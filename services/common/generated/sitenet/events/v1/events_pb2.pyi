@@ -719,3 +719,178 @@ class StudySiteFlagged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudySiteFlagged: _TypeAlias = StudySiteFlagged  # noqa: Y015
+
+@_typing.final
+class DocumentStatusRecorded(_message.Message):
+    """--- essential documents (issue 6) ---
+
+    An essential document of a study-site changed status.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
+    BEFORE_STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    EXPIRY_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Document key, e.g. `gcp-certificates`."""
+    display_name: _builtins.str
+    """English name."""
+    display_name_ko: _builtins.str
+    """Korean name."""
+    before_status: _builtins.str
+    """Status before: EXPECTED, RECEIVED, APPROVED or REJECTED."""
+    status: _builtins.str
+    """Status after."""
+    version: _builtins.str
+    """Version of the document."""
+    uri: _builtins.str
+    """Where the file lives."""
+    content_hash: _builtins.str
+    """`sha256:` and 64 hex digits."""
+    reason: _builtins.str
+    """Why it was rejected."""
+    @_builtins.property
+    def study_site(self) -> Global___StudySiteRef:
+        """The study-site."""
+
+    @_builtins.property
+    def expiry_date(self) -> _date_pb2.Date:
+        """Expiry date, if it expires."""
+
+    @_builtins.property
+    def actor(self) -> Global___Actor:
+        """Who."""
+
+    def __init__(
+        self,
+        *,
+        study_site: Global___StudySiteRef | None = ...,
+        document: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        display_name_ko: _builtins.str = ...,
+        before_status: _builtins.str = ...,
+        status: _builtins.str = ...,
+        version: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        expiry_date: _date_pb2.Date | None = ...,
+        reason: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "expiry_date", b"expiry_date", "study_site", b"study_site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before_status", b"before_status", "content_hash", b"content_hash", "display_name", b"display_name", "display_name_ko", b"display_name_ko", "document", b"document", "expiry_date", b"expiry_date", "reason", b"reason", "status", b"status", "study_site", b"study_site", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentStatusRecorded: _TypeAlias = DocumentStatusRecorded  # noqa: Y015
+
+@_typing.final
+class GreenlightChanged(_message.Message):
+    """A site's greenlight (essential documents complete) was given or withdrawn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    GRANTED_DATE_FIELD_NUMBER: _builtins.int
+    MISSING_DOCUMENTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    granted: _builtins.bool
+    """True when given, false when withdrawn."""
+    reason: _builtins.str
+    """Why, e.g. `gcp-certificates expired on 2026-07-01`."""
+    @_builtins.property
+    def study_site(self) -> Global___StudySiteRef:
+        """The study-site."""
+
+    @_builtins.property
+    def granted_date(self) -> _date_pb2.Date:
+        """Date it was given."""
+
+    @_builtins.property
+    def missing_documents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys of the required documents missing (when withdrawn)."""
+
+    def __init__(
+        self,
+        *,
+        study_site: Global___StudySiteRef | None = ...,
+        granted: _builtins.bool = ...,
+        granted_date: _date_pb2.Date | None = ...,
+        missing_documents: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["granted_date", b"granted_date", "study_site", b"study_site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "granted_date", b"granted_date", "missing_documents", b"missing_documents", "reason", b"reason", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GreenlightChanged: _TypeAlias = GreenlightChanged  # noqa: Y015
+
+@_typing.final
+class DocumentReminder(_message.Message):
+    """A reminder about an essential document, raised once: it expires soon, it expired, or
+    it has been outstanding too long.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    EXPIRY_DATE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Document key."""
+    display_name: _builtins.str
+    """English name."""
+    display_name_ko: _builtins.str
+    """Korean name."""
+    kind: _builtins.str
+    """EXPIRING, EXPIRED or OUTSTANDING."""
+    days: _builtins.int
+    """Days left before expiry (EXPIRING), or days outstanding (OUTSTANDING)."""
+    status: _builtins.str
+    """Status of the document."""
+    @_builtins.property
+    def study_site(self) -> Global___StudySiteRef:
+        """The study-site."""
+
+    @_builtins.property
+    def expiry_date(self) -> _date_pb2.Date:
+        """Expiry date (EXPIRING, EXPIRED)."""
+
+    def __init__(
+        self,
+        *,
+        study_site: Global___StudySiteRef | None = ...,
+        document: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        display_name_ko: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        days: _builtins.int = ...,
+        expiry_date: _date_pb2.Date | None = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_date", b"expiry_date", "study_site", b"study_site"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "display_name", b"display_name", "display_name_ko", b"display_name_ko", "document", b"document", "expiry_date", b"expiry_date", "kind", b"kind", "status", b"status", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentReminder: _TypeAlias = DocumentReminder  # noqa: Y015

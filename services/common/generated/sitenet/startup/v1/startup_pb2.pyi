@@ -134,6 +134,62 @@ ENROLLING: StudySiteStatus.ValueType  # 4
 """First patient in."""
 Global___StudySiteStatus: _TypeAlias = StudySiteStatus  # noqa: Y015
 
+class _DocumentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_STATUS_UNSPECIFIED: _DocumentStatus.ValueType  # 0
+    """Not set."""
+    EXPECTED: _DocumentStatus.ValueType  # 1
+    """Expected from the site (or sponsor), not received yet."""
+    RECEIVED: _DocumentStatus.ValueType  # 2
+    """Received; awaiting the sponsor's review."""
+    APPROVED: _DocumentStatus.ValueType  # 3
+    """Approved by the sponsor."""
+    DOCUMENT_REJECTED: _DocumentStatus.ValueType  # 4
+    """Rejected by the sponsor, with a reason; a new version is received next."""
+
+class DocumentStatus(_DocumentStatus, metaclass=_DocumentStatusEnumTypeWrapper):
+    """Status of an essential document."""
+
+DOCUMENT_STATUS_UNSPECIFIED: DocumentStatus.ValueType  # 0
+"""Not set."""
+EXPECTED: DocumentStatus.ValueType  # 1
+"""Expected from the site (or sponsor), not received yet."""
+RECEIVED: DocumentStatus.ValueType  # 2
+"""Received; awaiting the sponsor's review."""
+APPROVED: DocumentStatus.ValueType  # 3
+"""Approved by the sponsor."""
+DOCUMENT_REJECTED: DocumentStatus.ValueType  # 4
+"""Rejected by the sponsor, with a reason; a new version is received next."""
+Global___DocumentStatus: _TypeAlias = DocumentStatus  # noqa: Y015
+
+class _DocumentProvider:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentProvider.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_PROVIDER_UNSPECIFIED: _DocumentProvider.ValueType  # 0
+    """Not set."""
+    PROVIDER_SITE: _DocumentProvider.ValueType  # 1
+    """The site."""
+    PROVIDER_SPONSOR: _DocumentProvider.ValueType  # 2
+    """The sponsor (e.g. the regulatory approval)."""
+
+class DocumentProvider(_DocumentProvider, metaclass=_DocumentProviderEnumTypeWrapper):
+    """Who provides a document."""
+
+DOCUMENT_PROVIDER_UNSPECIFIED: DocumentProvider.ValueType  # 0
+"""Not set."""
+PROVIDER_SITE: DocumentProvider.ValueType  # 1
+"""The site."""
+PROVIDER_SPONSOR: DocumentProvider.ValueType  # 2
+"""The sponsor (e.g. the regulatory approval)."""
+Global___DocumentProvider: _TypeAlias = DocumentProvider  # noqa: Y015
+
 @_typing.final
 class Study(_message.Message):
     """A clinical study (protocol) of a sponsor."""
@@ -257,6 +313,7 @@ class TemplateChoice(_message.Message):
     SKIP_MILESTONES_FIELD_NUMBER: _builtins.int
     TARGET_DAYS_FIELD_NUMBER: _builtins.int
     EXTRA_MILESTONES_FIELD_NUMBER: _builtins.int
+    SKIP_DOCUMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def skip_milestones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Default milestones this study skips (e.g. `site-qualification-visit`);
@@ -271,16 +328,21 @@ class TemplateChoice(_message.Message):
     def extra_milestones(self) -> _containers.RepeatedCompositeFieldContainer[Global___MilestoneDefinition]:
         """Extra milestones of this study, placed after their last prerequisite."""
 
+    @_builtins.property
+    def skip_documents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Essential documents (keys of the country's template) this study does not ask for."""
+
     def __init__(
         self,
         *,
         skip_milestones: _abc.Iterable[_builtins.str] | None = ...,
         target_days: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         extra_milestones: _abc.Iterable[Global___MilestoneDefinition] | None = ...,
+        skip_documents: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_milestones", b"extra_milestones", "skip_milestones", b"skip_milestones", "target_days", b"target_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_milestones", b"extra_milestones", "skip_documents", b"skip_documents", "skip_milestones", b"skip_milestones", "target_days", b"target_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -498,6 +560,9 @@ class StudySite(_message.Message):
     FLAG_REASON_FIELD_NUMBER: _builtins.int
     PLANNED_ACTIVATION_DATE_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
+    GREENLIGHT_WITHDRAWN_FIELD_NUMBER: _builtins.int
+    GREENLIGHT_REASON_FIELD_NUMBER: _builtins.int
+    MISSING_DOCUMENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `studies/{study}/sites/{site}`."""
     site: _builtins.str
@@ -522,6 +587,12 @@ class StudySite(_message.Message):
     """Output only. Why it is flagged."""
     overdue: _builtins.bool
     """Output only. True when any milestone is past its target date and not done."""
+    greenlight_withdrawn: _builtins.bool
+    """Output only. True when the greenlight (essential documents complete) was given and
+    then withdrawn: a required document expired, was rejected or replaced.
+    """
+    greenlight_reason: _builtins.str
+    """Output only. Why the greenlight was withdrawn."""
     @_builtins.property
     def milestones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Milestone]:
         """Every milestone of the template, in template order."""
@@ -537,6 +608,10 @@ class StudySite(_message.Message):
     @_builtins.property
     def planned_activation_date(self) -> _date_pb2.Date:
         """Output only. Planned activation date: the site-activated planned date, else its target."""
+
+    @_builtins.property
+    def missing_documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___MissingDocument]:
+        """Output only (GetStudySite). Required documents still missing for the greenlight."""
 
     def __init__(
         self,
@@ -557,14 +632,401 @@ class StudySite(_message.Message):
         flag_reason: _builtins.str = ...,
         planned_activation_date: _date_pb2.Date | None = ...,
         overdue: _builtins.bool = ...,
+        greenlight_withdrawn: _builtins.bool = ...,
+        greenlight_reason: _builtins.str = ...,
+        missing_documents: _abc.Iterable[Global___MissingDocument] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "planned_activation_date", b"planned_activation_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "create_time", b"create_time", "current_milestone", b"current_milestone", "etag", b"etag", "flag_reason", b"flag_reason", "flagged", b"flagged", "milestones", b"milestones", "name", b"name", "overdue", b"overdue", "planned_activation_date", b"planned_activation_date", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "create_time", b"create_time", "current_milestone", b"current_milestone", "etag", b"etag", "flag_reason", b"flag_reason", "flagged", b"flagged", "greenlight_reason", b"greenlight_reason", "greenlight_withdrawn", b"greenlight_withdrawn", "milestones", b"milestones", "missing_documents", b"missing_documents", "name", b"name", "overdue", b"overdue", "planned_activation_date", b"planned_activation_date", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudySite: _TypeAlias = StudySite  # noqa: Y015
+
+@_typing.final
+class MissingDocument(_message.Message):
+    """A required document that stands between a site and its greenlight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Document key, e.g. `gcp-certificates`."""
+    status: Global___DocumentStatus.ValueType
+    """Where it stands."""
+    reason: _builtins.str
+    """Why it does not count, e.g. `expired on 2026-07-01`."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+        status: Global___DocumentStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MissingDocument: _TypeAlias = MissingDocument  # noqa: Y015
+
+@_typing.final
+class SiteDocument(_message.Message):
+    """One essential document of a study-site. sitenet tracks the document; the file lives
+    elsewhere (`uri`), identified by its `content_hash`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
+    TMF_ARTIFACT_NAME_FIELD_NUMBER: _builtins.int
+    TMF_ARTIFACT_NUMBER_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    EXPIRY_DATE_FIELD_NUMBER: _builtins.int
+    STATUS_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    EXPECTED_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `studies/{study}/sites/{site}/documents/{document}`."""
+    document: _builtins.str
+    """Document key from the template, e.g. `irb-approval-letter`."""
+    display_name: _builtins.str
+    """English name."""
+    display_name_ko: _builtins.str
+    """Korean name."""
+    tmf_artifact_name: _builtins.str
+    """TMF Reference Model artifact name, e.g. `Protocol Signature Page`."""
+    tmf_artifact_number: _builtins.str
+    """TMF Reference Model artifact number, e.g. `05.02.02`."""
+    required: _builtins.bool
+    """Required for activation."""
+    expires: _builtins.bool
+    """Expires (needs an expiry date when received)."""
+    provider: Global___DocumentProvider.ValueType
+    """Who provides it."""
+    status: Global___DocumentStatus.ValueType
+    """Status."""
+    version: _builtins.str
+    """Version of the latest document received."""
+    uri: _builtins.str
+    """Where the file lives."""
+    content_hash: _builtins.str
+    """`sha256:` and 64 hex digits."""
+    reason: _builtins.str
+    """Why it was rejected."""
+    note: _builtins.str
+    """Free-text note."""
+    actor: _builtins.str
+    """Token subject that recorded the latest status."""
+    valid: _builtins.bool
+    """Output only. Approved and unexpired today."""
+    @_builtins.property
+    def expiry_date(self) -> _date_pb2.Date:
+        """Expiry date of the latest document received."""
+
+    @_builtins.property
+    def status_date(self) -> _date_pb2.Date:
+        """Date of the latest status, in the site's calendar."""
+
+    @_builtins.property
+    def expected_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it became expected."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        document: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        display_name_ko: _builtins.str = ...,
+        tmf_artifact_name: _builtins.str = ...,
+        tmf_artifact_number: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        expires: _builtins.bool = ...,
+        provider: Global___DocumentProvider.ValueType = ...,
+        status: Global___DocumentStatus.ValueType = ...,
+        version: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        expiry_date: _date_pb2.Date | None = ...,
+        status_date: _date_pb2.Date | None = ...,
+        reason: _builtins.str = ...,
+        note: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        expected_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        valid: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_time", b"expected_time", "expiry_date", b"expiry_date", "status_date", b"status_date", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "content_hash", b"content_hash", "display_name", b"display_name", "display_name_ko", b"display_name_ko", "document", b"document", "expected_time", b"expected_time", "expires", b"expires", "expiry_date", b"expiry_date", "name", b"name", "note", b"note", "provider", b"provider", "reason", b"reason", "required", b"required", "status", b"status", "status_date", b"status_date", "tmf_artifact_name", b"tmf_artifact_name", "tmf_artifact_number", b"tmf_artifact_number", "update_time", b"update_time", "uri", b"uri", "valid", b"valid", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteDocument: _TypeAlias = SiteDocument  # noqa: Y015
+
+@_typing.final
+class ListSiteDocumentsRequest(_message.Message):
+    """Request for ListSiteDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The study-site: `studies/{study}/sites/{site}`."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteDocumentsRequest: _TypeAlias = ListSiteDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSiteDocumentsResponse(_message.Message):
+    """Response for ListSiteDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    """The template the checklist follows, e.g. `kr-essential-documents`."""
+    complete: _builtins.bool
+    """True when every required document is approved and unexpired."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteDocument]:
+        """Every document of the site's checklist, in template order."""
+
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[Global___SiteDocument] | None = ...,
+        template: _builtins.str = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "documents", b"documents", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteDocumentsResponse: _TypeAlias = ListSiteDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class RecordDocumentStatusRequest(_message.Message):
+    """Request for RecordDocumentStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    URI_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    EXPIRY_DATE_FIELD_NUMBER: _builtins.int
+    STATUS_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`studies/{study}/sites/{site}/documents/{document}`."""
+    status: Global___DocumentStatus.ValueType
+    """RECEIVED, APPROVED or DOCUMENT_REJECTED."""
+    version: _builtins.str
+    """RECEIVED only: version of the document, e.g. `2.0`."""
+    uri: _builtins.str
+    """RECEIVED only: where the file lives, e.g. `https://edms.example/doc/1`."""
+    content_hash: _builtins.str
+    """RECEIVED only: `sha256:` and 64 hex digits."""
+    reason: _builtins.str
+    """Required for DOCUMENT_REJECTED: why."""
+    note: _builtins.str
+    """Free-text note."""
+    request_id: _builtins.str
+    """Optional idempotency key (UUID)."""
+    @_builtins.property
+    def expiry_date(self) -> _date_pb2.Date:
+        """RECEIVED only: expiry date; required for documents that expire."""
+
+    @_builtins.property
+    def status_date(self) -> _date_pb2.Date:
+        """Date it happened, in the site's calendar; today when not given."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: Global___DocumentStatus.ValueType = ...,
+        version: _builtins.str = ...,
+        uri: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+        expiry_date: _date_pb2.Date | None = ...,
+        status_date: _date_pb2.Date | None = ...,
+        reason: _builtins.str = ...,
+        note: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_date", b"expiry_date", "status_date", b"status_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "expiry_date", b"expiry_date", "name", b"name", "note", b"note", "reason", b"reason", "request_id", b"request_id", "status", b"status", "status_date", b"status_date", "uri", b"uri", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordDocumentStatusRequest: _TypeAlias = RecordDocumentStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetDocumentSummaryRequest(_message.Message):
+    """Request for GetDocumentSummary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`studies/{study}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentSummaryRequest: _TypeAlias = GetDocumentSummaryRequest  # noqa: Y015
+
+@_typing.final
+class DocumentSummary(_message.Message):
+    """A study's documents at a glance, for the sponsor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    BY_SITE_FIELD_NUMBER: _builtins.int
+    BY_TYPE_FIELD_NUMBER: _builtins.int
+    BLOCKED_ONLY_BY_DOCUMENTS_FIELD_NUMBER: _builtins.int
+    study: _builtins.str
+    """`studies/{study}`."""
+    @_builtins.property
+    def by_site(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteOutstanding]:
+        """Required documents not yet approved and unexpired, per site."""
+
+    @_builtins.property
+    def by_type(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentTypeSummary]:
+        """Per document type."""
+
+    @_builtins.property
+    def blocked_only_by_documents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Study-sites whose activation waits only for documents: IRB, contract, SIV and the
+        country's approval are done, the greenlight is not.
+        """
+
+    def __init__(
+        self,
+        *,
+        study: _builtins.str = ...,
+        by_site: _abc.Iterable[Global___SiteOutstanding] | None = ...,
+        by_type: _abc.Iterable[Global___DocumentTypeSummary] | None = ...,
+        blocked_only_by_documents: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_only_by_documents", b"blocked_only_by_documents", "by_site", b"by_site", "by_type", b"by_type", "study", b"study"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentSummary: _TypeAlias = DocumentSummary  # noqa: Y015
+
+@_typing.final
+class SiteOutstanding(_message.Message):
+    """Outstanding documents of one site."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    study_site: _builtins.str
+    """`studies/{study}/sites/{site}`."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedCompositeFieldContainer[Global___MissingDocument]:
+        """What is missing."""
+
+    def __init__(
+        self,
+        *,
+        study_site: _builtins.str = ...,
+        missing: _abc.Iterable[Global___MissingDocument] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteOutstanding: _TypeAlias = SiteOutstanding  # noqa: Y015
+
+@_typing.final
+class DocumentTypeSummary(_message.Message):
+    """One document type across a study's sites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    OUTSTANDING_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    MEDIAN_DAYS_TO_APPROVAL_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """Document key."""
+    outstanding: _builtins.int
+    """Sites where it is required and not approved-and-unexpired."""
+    approved: _builtins.int
+    """Sites where it has been approved at least once."""
+    median_days_to_approval: _builtins.float
+    """Median days from expected to first approval; 0 when none is approved."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+        outstanding: _builtins.int = ...,
+        approved: _builtins.int = ...,
+        median_days_to_approval: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "document", b"document", "median_days_to_approval", b"median_days_to_approval", "outstanding", b"outstanding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentTypeSummary: _TypeAlias = DocumentTypeSummary  # noqa: Y015
 
 @_typing.final
 class CreateStudyRequest(_message.Message):
@@ -748,7 +1210,8 @@ class ListStudySitesRequest(_message.Message):
     """Token from a previous response."""
     filter: _builtins.str
     """Filter on `status`, `current_milestone`, `country_code`, `region_code`, `site`,
-    `overdue` and `flagged`, e.g. `country_code = "KR" AND overdue = true`.
+    `overdue`, `flagged` and `greenlight_withdrawn`, e.g.
+    `country_code = "KR" AND overdue = true`.
     """
     def __init__(
         self,

@@ -90,6 +90,21 @@ class StartupTrackerStub:
                 request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.SerializeToString,
                 response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.FromString,
                 _registered_method=True)
+        self.ListSiteDocuments = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/ListSiteDocuments',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsResponse.FromString,
+                _registered_method=True)
+        self.RecordDocumentStatus = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/RecordDocumentStatus',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordDocumentStatusRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.SiteDocument.FromString,
+                _registered_method=True)
+        self.GetDocumentSummary = channel.unary_unary(
+                '/sitenet.startup.v1.StartupTracker/GetDocumentSummary',
+                request_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetDocumentSummaryRequest.SerializeToString,
+                response_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.DocumentSummary.FromString,
+                _registered_method=True)
 
 
 class StartupTrackerServicer:
@@ -175,6 +190,29 @@ class StartupTrackerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSiteDocuments(self, request, context):
+        """Lists a study-site's essential documents (its checklist), in template order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordDocumentStatus(self, request, context):
+        """Records a document's status: RECEIVED (site or sponsor), APPROVED or REJECTED (sponsor).
+        The site's greenlight (essential-documents-complete) follows from the checklist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocumentSummary(self, request, context):
+        """The sponsor's view of a study's documents: outstanding by site and by type, time to
+        approval per type, and sites blocked only by documents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StartupTrackerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +270,21 @@ def add_StartupTrackerServicer_to_server(servicer, server):
                     servicer.GetActivationSummary,
                     request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.FromString,
                     response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.SerializeToString,
+            ),
+            'ListSiteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSiteDocuments,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsResponse.SerializeToString,
+            ),
+            'RecordDocumentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDocumentStatus,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordDocumentStatusRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.SiteDocument.SerializeToString,
+            ),
+            'GetDocumentSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocumentSummary,
+                    request_deserializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.GetDocumentSummaryRequest.FromString,
+                    response_serializer=sitenet_dot_startup_dot_v1_dot_startup__pb2.DocumentSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +585,87 @@ class StartupTracker:
             '/sitenet.startup.v1.StartupTracker/GetActivationSummary',
             sitenet_dot_startup_dot_v1_dot_startup__pb2.GetActivationSummaryRequest.SerializeToString,
             sitenet_dot_startup_dot_v1_dot_startup__pb2.ActivationSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSiteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/ListSiteDocuments',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.ListSiteDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDocumentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/RecordDocumentStatus',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.RecordDocumentStatusRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.SiteDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocumentSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.startup.v1.StartupTracker/GetDocumentSummary',
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.GetDocumentSummaryRequest.SerializeToString,
+            sitenet_dot_startup_dot_v1_dot_startup__pb2.DocumentSummary.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,16 @@ class StartupTrackerStub:
     """
     GetActivationSummary: _grpc.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]
     """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
+    ListSiteDocuments: _grpc.UnaryUnaryMultiCallable[_startup_pb2.ListSiteDocumentsRequest, _startup_pb2.ListSiteDocumentsResponse]
+    """Lists a study-site's essential documents (its checklist), in template order."""
+    RecordDocumentStatus: _grpc.UnaryUnaryMultiCallable[_startup_pb2.RecordDocumentStatusRequest, _startup_pb2.SiteDocument]
+    """Records a document's status: RECEIVED (site or sponsor), APPROVED or REJECTED (sponsor).
+    The site's greenlight (essential-documents-complete) follows from the checklist.
+    """
+    GetDocumentSummary: _grpc.UnaryUnaryMultiCallable[_startup_pb2.GetDocumentSummaryRequest, _startup_pb2.DocumentSummary]
+    """The sponsor's view of a study's documents: outstanding by site and by type, time to
+    approval per type, and sites blocked only by documents.
+    """
 
 @_typing.type_check_only
 class StartupTrackerAsyncStub(StartupTrackerStub):
@@ -91,6 +101,16 @@ class StartupTrackerAsyncStub(StartupTrackerStub):
     """
     GetActivationSummary: _aio.UnaryUnaryMultiCallable[_startup_pb2.GetActivationSummaryRequest, _startup_pb2.ActivationSummary]  # type: ignore[assignment]
     """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
+    ListSiteDocuments: _aio.UnaryUnaryMultiCallable[_startup_pb2.ListSiteDocumentsRequest, _startup_pb2.ListSiteDocumentsResponse]  # type: ignore[assignment]
+    """Lists a study-site's essential documents (its checklist), in template order."""
+    RecordDocumentStatus: _aio.UnaryUnaryMultiCallable[_startup_pb2.RecordDocumentStatusRequest, _startup_pb2.SiteDocument]  # type: ignore[assignment]
+    """Records a document's status: RECEIVED (site or sponsor), APPROVED or REJECTED (sponsor).
+    The site's greenlight (essential-documents-complete) follows from the checklist.
+    """
+    GetDocumentSummary: _aio.UnaryUnaryMultiCallable[_startup_pb2.GetDocumentSummaryRequest, _startup_pb2.DocumentSummary]  # type: ignore[assignment]
+    """The sponsor's view of a study's documents: outstanding by site and by type, time to
+    approval per type, and sites blocked only by documents.
+    """
 
 class StartupTrackerServicer(metaclass=_abc_1.ABCMeta):
     """Tracks each site of each study from selection to first patient in."""
@@ -186,5 +206,33 @@ class StartupTrackerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_startup_pb2.ActivationSummary, _abc.Awaitable[_startup_pb2.ActivationSummary]]:
         """The sponsor's view of a study: funnel, cycle times, overdue sites, activation outlook."""
+
+    @_abc_1.abstractmethod
+    def ListSiteDocuments(
+        self,
+        request: _startup_pb2.ListSiteDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.ListSiteDocumentsResponse, _abc.Awaitable[_startup_pb2.ListSiteDocumentsResponse]]:
+        """Lists a study-site's essential documents (its checklist), in template order."""
+
+    @_abc_1.abstractmethod
+    def RecordDocumentStatus(
+        self,
+        request: _startup_pb2.RecordDocumentStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.SiteDocument, _abc.Awaitable[_startup_pb2.SiteDocument]]:
+        """Records a document's status: RECEIVED (site or sponsor), APPROVED or REJECTED (sponsor).
+        The site's greenlight (essential-documents-complete) follows from the checklist.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDocumentSummary(
+        self,
+        request: _startup_pb2.GetDocumentSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_startup_pb2.DocumentSummary, _abc.Awaitable[_startup_pb2.DocumentSummary]]:
+        """The sponsor's view of a study's documents: outstanding by site and by type, time to
+        approval per type, and sites blocked only by documents.
+        """
 
 def add_StartupTrackerServicer_to_server(servicer: StartupTrackerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
