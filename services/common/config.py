@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     )
     kafka_fetch_max_wait_ms: int = Field(20, description="Consumer fetch wait; sets latency")
     relay_poll_interval_s: float = Field(0.5, description="Outbox relay poll when not woken")
+    webhook_max_attempts: int = Field(
+        8, ge=1, description="Webhook attempts per notification before it is dead-lettered")
+    webhook_backoff_base_s: float = Field(
+        1.0, gt=0, description="Wait before the 2nd webhook attempt; doubles each time, jittered")
+    webhook_backoff_max_s: float = Field(600.0, gt=0, description="Longest wait between attempts")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST")
+    webhook_poll_interval_s: float = Field(
+        0.5, gt=0, description="Webhook worker poll for due retries when not woken")
+    webhook_concurrency: int = Field(16, ge=1, description="Webhook POSTs in flight at once")
+    alert_check_interval_s: float = Field(
+        60.0, gt=0, description="How often overdue milestones and blocked study-sites are checked")
+    alert_blocked_after_s: float = Field(
+        14 * 86400.0, ge=0, description="A study-site blocked this long raises an alert")
     log_level: str = "INFO"
     log_json: bool = True
 
