@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from services.cli import operations
 from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.logs import configure_logging
@@ -107,6 +108,9 @@ def catalog() -> None:
     from services.common.topics import catalog_markdown
 
     typer.echo(catalog_markdown())
+
+
+operations.register(app)
 
 
 def main() -> None:
