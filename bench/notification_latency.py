@@ -73,6 +73,7 @@ class Bench:
         self.study_sites: list[str] = []
         self.next_day: dict[str, int] = {}
         self.arrived: dict[tuple[str, str], float] = {}
+        self.on_topic: dict[tuple[str, str], float] = {}
 
     async def setup(self) -> None:
         from services.common.config import ServiceName
@@ -119,6 +120,29 @@ class Bench:
             after = events_pb2.MilestoneRecorded.FromString(n.event.value).after.planned_date
             key = (n.site, f"{after.year}-{after.month:02d}-{after.day:02d}")
             self.arrived.setdefault(key, now)
+
+    async def tap(self) -> None:
+        """When each event reaches the topic: splits the latency into the tracker's part
+        (transaction, outbox relay) and the notification service's (consume, log, stream)."""
+        from services.common.topics import STUDIES
+        from sitenet.events.v1 import events_pb2
+
+        consumer = AIOKafkaConsumer(
+            self.settings.topic(STUDIES.name), bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=f"bench.tap.{time.time_ns()}", auto_offset_reset="latest",
+            fetch_max_wait_ms=20)
+        await consumer.start()
+        try:
+            async for record in consumer:
+                now = time.monotonic()
+                if dict(record.headers).get("ce_type") != MILESTONE.encode():
+                    continue
+                event = events_pb2.MilestoneRecorded.FromString(record.value or b"")
+                p = event.after.planned_date
+                self.on_topic.setdefault(
+                    (event.study_site.site, f"{p.year}-{p.month:02d}-{p.day:02d}"), now)
+        finally:
+            await consumer.stop()
 
     async def run_phase(self, phase: Phase, seconds: float, in_flight: int = 64) -> None:
         from sitenet.startup.v1 import startup_pb2
@@ -167,14 +191,22 @@ class Bench:
             await asyncio.sleep(0.1)
 
 
-def summary(phase: Phase, arrived: dict[tuple[str, str], float]) -> dict[str, float]:
+def summary(phase: Phase, arrived: dict[tuple[str, str], float],
+            on_topic: dict[tuple[str, str], float]) -> dict[str, float]:
     lat = [x * 1000 for x in phase.latencies(arrived)]
+    to_topic = [(on_topic[k] - t) * 1000 for k, t in phase.sent.items() if k in on_topic]
+    to_stream = [(arrived[k] - on_topic[k]) * 1000 for k in phase.sent
+                 if k in on_topic and k in arrived]
     return {"rate": len(phase.sent) / phase.duration_s if phase.duration_s else 0.0,
             "target": phase.target_rate, "n": len(phase.sent), "errors": phase.errors,
             "lost": phase.lost(arrived), "p50": statistics.median(lat) if lat else float("nan"),
             "p99": pct(lat, 99), "max": max(lat) if lat else float("nan"),
             "rpc_p50": statistics.median(phase.rpc_ms) if phase.rpc_ms else float("nan"),
-            "rpc_p99": pct(phase.rpc_ms, 99)}
+            "rpc_p99": pct(phase.rpc_ms, 99),
+            "topic_p50": statistics.median(to_topic) if to_topic else float("nan"),
+            "topic_p99": pct(to_topic, 99),
+            "stream_p50": statistics.median(to_stream) if to_stream else float("nan"),
+            "stream_p99": pct(to_stream, 99)}
 
 
 async def raw_broker(bootstrap: str, rate: float, seconds: float,
@@ -242,6 +274,7 @@ async def main_async(args: argparse.Namespace) -> None:
     bench = Bench(args.sites)
     await bench.setup()
     listener = asyncio.create_task(bench.listen())
+    tap = asyncio.create_task(bench.tap())
     await asyncio.sleep(1.0)
     print(f"setup done: {len(bench.study_sites)} study-sites", flush=True)
 
@@ -251,7 +284,7 @@ async def main_async(args: argparse.Namespace) -> None:
     steady = Phase("steady", args.rate)
     await bench.run_phase(steady, args.seconds)
     await bench.drain(steady)
-    results = {"steady": summary(steady, bench.arrived)}
+    results = {"steady": summary(steady, bench.arrived, bench.on_topic)}
     print(f"steady: {results['steady']}", flush=True)
 
     best = 0.0
@@ -259,13 +292,15 @@ async def main_async(args: argparse.Namespace) -> None:
         phase = Phase(f"step {rate}", rate)
         await bench.run_phase(phase, args.step_seconds)
         await bench.drain(phase)
-        s = summary(phase, bench.arrived)
+        s = summary(phase, bench.arrived, bench.on_topic)
         results[f"step {rate:g}"] = s
         print(f"step {rate:g}/s: {s}", flush=True)
         if s["lost"] or s["errors"] or s["rate"] < 0.95 * rate or s["p99"] > 1000:
             break
         best = rate
     listener.cancel()
+    tap.cancel()
+    await asyncio.gather(listener, tap, return_exceptions=True)
     for channel in bench.channels:
         await channel.close()
 
@@ -279,6 +314,10 @@ async def main_async(args: argparse.Namespace) -> None:
           f"| {st['p50'] / raw_steady['p50']:.1f}x |")
     print(f"| latency p99 at {args.rate:g}/s | {st['p99']:.1f} ms | {raw_steady['p99']:.1f} ms "
           f"| {st['p99'] / raw_steady['p99']:.1f}x |")
+    print(f"| of which RecordMilestone returned -> event on the topic (tracker, relay), "
+          f"p50 / p99 | {st['topic_p50']:.1f} / {st['topic_p99']:.1f} ms | | |")
+    print(f"| of which event on the topic -> on the stream (notifications), p50 / p99 "
+          f"| {st['stream_p50']:.1f} / {st['stream_p99']:.1f} ms | | |")
     print(f"| RecordMilestone call itself, p50 / p99 | {st['rpc_p50']:.1f} / "
           f"{st['rpc_p99']:.1f} ms | | |")
     print(f"| achieved rate, lost | {st['rate']:.0f}/s for {args.seconds:g} s, "

@@ -76,7 +76,7 @@ def build(settings: Settings) -> NotificationsApp:
         blocked_after=dt.timedelta(seconds=settings.alert_blocked_after_s))
     sender = HttpxWebhookSender(settings.webhook_timeout_s)
     webhooks = WebhookWorker(
-        unit_of_work, sender, service.signal,
+        unit_of_work, sender, service.deliveries_signal,
         RetryPolicy(max_attempts=settings.webhook_max_attempts,
                     base_s=settings.webhook_backoff_base_s, cap_s=settings.webhook_backoff_max_s,
                     timeout_s=settings.webhook_timeout_s),

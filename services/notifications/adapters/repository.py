@@ -300,19 +300,25 @@ class SqlAlertState:
     async def keep_milestone(self, milestone: TrackedMilestone, status: str) -> bool:
         key = and_(ms_t.c.study_site == milestone.where.name,
                    ms_t.c.milestone == milestone.milestone)
-        was = (await self._conn.execute(select(ms_t.c.overdue_alerted).where(key))).first()
-        alerted = bool(was and was.overdue_alerted)
-        still_open = status in OPEN_STATUSES
         values = dict(name_en=milestone.name_en, name_ko=milestone.name_ko, status=status,
-                      due_date=milestone.due_date,
-                      # A new due date may fall due again; done clears the alert.
-                      overdue_alerted=alerted and still_open)
+                      due_date=milestone.due_date)
+        if status in OPEN_STATUSES:
+            # The common case in one statement: an alert already raised stays raised.
+            result = await self._conn.execute(update(ms_t).where(key).values(**values))
+            if result.rowcount == 0:
+                await self._conn.execute(ms_t.insert().values(
+                    study_site=milestone.where.name, milestone=milestone.milestone,
+                    overdue_alerted=False, **values))
+            return False
+        was = (await self._conn.execute(select(ms_t.c.overdue_alerted).where(key))).first()
         if was is None:
             await self._conn.execute(ms_t.insert().values(
-                study_site=milestone.where.name, milestone=milestone.milestone, **values))
-        else:
-            await self._conn.execute(update(ms_t).where(key).values(**values))
-        return alerted
+                study_site=milestone.where.name, milestone=milestone.milestone,
+                overdue_alerted=False, **values))
+            return False
+        # Not open any more (done, rejected, not applicable): an overdue alert is cleared.
+        await self._conn.execute(update(ms_t).where(key).values(overdue_alerted=False, **values))
+        return bool(was.overdue_alerted)
 
     async def set_blocked(self, study_site: str, since: datetime | None) -> None:
         await self._conn.execute(update(ss_t).where(ss_t.c.name == study_site).values(

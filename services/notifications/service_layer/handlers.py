@@ -66,8 +66,15 @@ class NotificationsService:
                  blocked_after: dt.timedelta = dt.timedelta(days=14)) -> None:
         self._uow = unit_of_work
         self.signal = signal or LogSignal()
+        # Wakes the webhook worker only when there is something for it.
+        self.deliveries_signal = LogSignal()
+        self._queued_deliveries = 0
         self._encode_alert = encode_alert
         self._blocked_after = blocked_after
+        # What this process has committed already and never changes (a study's sponsor,
+        # a study-site's existence): saves two queries on most events.
+        self._known_studies: set[str] = set()
+        self._known_study_sites: set[str] = set()
 
     # --- events in --------------------------------------------------------------------
 
@@ -80,7 +87,7 @@ class NotificationsService:
         async with self._uow() as uow:
             if not await uow.inbox.claim(event_id, facts.event_type):
                 return False
-            if facts.study and facts.sponsor_org:
+            if facts.study and facts.sponsor_org and facts.study not in self._known_studies:
                 await uow.studies.remember(facts.study, facts.sponsor_org)
             await self._append(uow, Notification(
                 event_id=event_id, event_type=facts.event_type, subject=subject,
@@ -90,8 +97,18 @@ class NotificationsService:
             for alert in await self._alerts_from(uow, event_id, event_time, facts):
                 await self._append(uow, self._alert_notification(alert))
             await uow.commit()
-        self.signal.notify()
+        if facts.study and facts.sponsor_org:
+            self._known_studies.add(facts.study)
+        if facts.study_site:
+            self._known_study_sites.add(facts.study_site)
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        self.signal.notify()
+        if self._queued_deliveries:
+            self._queued_deliveries = 0
+            self.deliveries_signal.notify()
 
     async def _append(self, uow: NotificationsUnitOfWork, notification: Notification) -> None:
         cursor = await uow.log.append(notification)
@@ -100,6 +117,7 @@ class NotificationsService:
             if sub.filter.matches(notification) and notification.visible_to(sub.owner):
                 await uow.deliveries.add(sub.subscription_id,
                                          dataclasses.replace(notification, cursor=cursor), now)
+                self._queued_deliveries += 1
 
     def _alert_notification(self, alert: Alert) -> Notification:
         text_en, text_ko = render_alert(alert)
@@ -123,7 +141,8 @@ class NotificationsService:
             site_name_en=facts.site_name_en, site_name_ko=facts.site_name_ko)
         now = dt.datetime.now(dt.UTC)
         alerts: list[Alert] = []
-        if kind in ("StudySiteAdded", "MilestoneRecorded") and facts.study_site:
+        if kind == "StudySiteAdded" or (kind == "MilestoneRecorded" and facts.study_site
+                                         and facts.study_site not in self._known_study_sites):
             await uow.alerts.keep_study_site(where)
         if kind == "MilestoneRecorded" and facts.study_site:
             tracked = TrackedMilestone(where, facts.milestone, facts.milestone_en,
@@ -173,7 +192,7 @@ class NotificationsService:
                 raised += 1
             await uow.commit()
         if raised:
-            self.signal.notify()
+            self._wake()
         return raised
 
     # --- subscriptions ----------------------------------------------------------------
