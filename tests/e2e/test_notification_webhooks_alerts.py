@@ -189,3 +189,50 @@ async def test_alerts_overdue_irb_rejection_blocked_and_suspension(
     await alerts.close()
     assert len(alerts.items) == 5
     assert len({n.event_id for n in alerts.items}) == 5
+
+
+async def test_restart_resumes_pending_webhook_deliveries(
+        backend: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    import grpc
+
+    from services.notifications.bootstrap import build as build_notifications
+    from sitenet.notifications.v1 import notifications_pb2_grpc
+
+    slow_retry = {**FAST, "webhook_backoff_base_s": 2.0, "webhook_backoff_max_s": 2.0,
+                  "webhook_max_attempts": 5}
+    async with running_system(backend, kafka_bootstrap, tmp_path, **slow_retry) as system, \
+            webhook_receiver(statuses=(503, 503, 200)) as receiver:
+        study = await create_study(system)
+        sub = await webhook(system, receiver.url, studies=[study.name],
+                            event_types=["sitenet.events.v1.StudySiteAdded"])
+        site = await create_site(system)
+        await add_study_site(system, study.name, site.name)
+
+        async def tried_once() -> list[npb.Delivery]:
+            rows = await deliveries(system, sub.name)
+            return rows if rows and len(rows[0].attempts) == 1 else []
+
+        await eventually(tried_once)
+        await system.notifications_app.runtime.stop()  # the retry is pending, 1-2 s away
+        assert len(receiver.received) == 1
+
+        second = build_notifications(system.settings.model_copy(
+            update={"notifications_port": 0}))
+        await second.runtime.start()
+        try:
+            async with grpc.aio.insecure_channel(
+                    f"127.0.0.1:{second.server.port}") as channel:
+                stub = notifications_pb2_grpc.NotificationsStub(channel)
+
+                async def delivered() -> list[npb.Delivery]:
+                    page = await stub.ListDeliveries(npb.ListDeliveriesRequest(
+                        parent=sub.name), metadata=system.admin)
+                    rows = list(page.deliveries)
+                    return rows if rows and rows[0].state == npb.Delivery.DELIVERED else []
+
+                (row,) = await eventually(delivered, timeout_s=20)
+        finally:
+            await second.runtime.stop()
+        assert [a.http_status for a in row.attempts] == [503, 503, 200]
+        assert len(receiver.received) == 3
+        assert len({r.headers["Sitenet-Delivery"] for r in receiver.received}) == 1
