@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
 
 from services.common import topics
 from services.common.bootstrap import assemble
@@ -25,6 +26,8 @@ from services.notifications.entrypoints.grpc_api import NotificationsServicer
 from services.notifications.service_layer.handlers import NotificationsService
 from services.notifications.service_layer.webhooks import RetryPolicy, WebhookWorker
 from sitenet.notifications.v1 import notifications_pb2_grpc
+
+log = structlog.get_logger(__name__)
 
 SERVICE = ServiceName.NOTIFICATIONS
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -57,8 +60,12 @@ class AlertTimer:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # database away: next tick tries again
+            try:
                 await self._service.check_alerts(now=dt.datetime.now(dt.UTC))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database away, say: the next tick tries again
+                log.exception("alert check failed; retrying at the next tick")
             await asyncio.sleep(self._interval_s)
 
 
