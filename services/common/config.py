@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How often overdue milestones and blocked study-sites are checked")
     alert_blocked_after_s: float = Field(
         14 * 86400.0, ge=0, description="A study-site blocked this long raises an alert")
+    subscription_study_wait_s: float = Field(
+        5.0, ge=0, description="How long a sponsor's subscription waits for a study not yet "
+        "known to the notification service (it arrives by event) before it is refused")
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -80,7 +80,8 @@ def build(settings: Settings) -> NotificationsApp:
 
     service = NotificationsService(
         unit_of_work, encode_alert=encode_alert,
-        blocked_after=dt.timedelta(seconds=settings.alert_blocked_after_s))
+        blocked_after=dt.timedelta(seconds=settings.alert_blocked_after_s),
+        study_wait_s=settings.subscription_study_wait_s)
     sender = HttpxWebhookSender(settings.webhook_timeout_s)
     webhooks = WebhookWorker(
         unit_of_work, sender, service.deliveries_signal,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -63,7 +65,8 @@ class NotificationsService:
     def __init__(self, unit_of_work: Callable[[], NotificationsUnitOfWork],
                  signal: LogSignal | None = None,
                  encode_alert: Callable[[Alert], bytes] = _no_alert_payload,
-                 blocked_after: dt.timedelta = dt.timedelta(days=14)) -> None:
+                 blocked_after: dt.timedelta = dt.timedelta(days=14),
+                 study_wait_s: float = 5.0) -> None:
         self._uow = unit_of_work
         self.signal = signal or LogSignal()
         # Wakes the webhook worker only when there is something for it.
@@ -71,6 +74,7 @@ class NotificationsService:
         self._queued_deliveries = 0
         self._encode_alert = encode_alert
         self._blocked_after = blocked_after
+        self._study_wait_s = study_wait_s
         # What this process has committed already and never changes (a study's sponsor,
         # a study-site's existence): saves two queries on most events.
         self._known_studies: set[str] = set()
@@ -197,6 +201,20 @@ class NotificationsService:
 
     # --- subscriptions ----------------------------------------------------------------
 
+    async def _await_known_studies(self, principal: Principal,
+                                   where: NotificationFilter) -> None:
+        """A study reaches this service by event, a moment after the tracker created it:
+        wait for it (bounded) rather than refuse a sponsor its own new study."""
+        if principal.role is not Role.SPONSOR or not where.studies:
+            return
+        deadline = time.monotonic() + self._study_wait_s
+        while True:
+            async with self._uow() as uow:
+                unknown = [s for s in where.studies if await uow.studies.sponsor_of(s) is None]
+            if not unknown or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
     async def _check_readable(self, uow: NotificationsUnitOfWork, principal: Principal,
                               where: NotificationFilter) -> None:
         """A caller may subscribe only to what its token may read."""
@@ -225,6 +243,7 @@ class NotificationsService:
         if len(display_name) > 200:
             raise InvalidArgument([FieldViolation("subscription.display_name",
                                                   "longer than 200 characters")])
+        await self._await_known_studies(principal, where)
         async with self._uow() as uow:
             if request_id and (earlier := await uow.requests.seen(request_id)):
                 existing = await uow.subscriptions.get(earlier.removeprefix("subscriptions/"))
@@ -310,6 +329,9 @@ class NotificationsService:
                      filter_values: dict[str, Any], cursor: str) -> AsyncIterator[Notification]:
         """Replay what follows `cursor`, then follow the log live, in order, forever."""
         position = parse_cursor(cursor)
+        if not subscription_id:
+            await self._await_known_studies(
+                principal, build(NotificationFilter, filter_values, prefix="filter"))
         async with self._uow() as uow:
             if subscription_id:
                 subscription = await self._owned(uow, principal, subscription_id)
