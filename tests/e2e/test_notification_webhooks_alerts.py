@@ -18,6 +18,7 @@ from services.notifications.domain.webhooks import SIGNATURE_HEADER, verify
 from sitenet.events.v1 import events_pb2
 from sitenet.notifications.v1 import notifications_pb2 as npb
 from sitenet.startup.v1 import startup_pb2
+from tests.conftest import BACKENDS
 from tests.support.notify import eventually, plan, publish, stream, webhook_receiver
 from tests.support.scenario import add_study_site, create_site, create_study, record, unique
 from tests.support.system import RunningSystem, running_system
@@ -29,11 +30,14 @@ FAST = {"webhook_backoff_base_s": 0.1, "webhook_backoff_max_s": 0.4,
         "alert_check_interval_s": 0.2, "alert_blocked_after_s": 1.0}
 
 
-@pytest.fixture
-async def fast(backend: str, kafka_bootstrap: str,
-               tmp_path: Path) -> AsyncIterator[RunningSystem]:
-    """A system whose retries and alert timer are quick enough for tests."""
-    async with running_system(backend, kafka_bootstrap, tmp_path, **FAST) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+async def fast(request: pytest.FixtureRequest, kafka_bootstrap: str,
+               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSystem]:
+    """One system per backend for this module's tests (each makes its own study), whose
+    retries and alert timer are quick enough for tests."""
+    directory = tmp_path_factory.mktemp(f"fast-{request.param}")
+    async with running_system(str(request.param), kafka_bootstrap, directory,
+                              **FAST) as running:
         yield running
 
 
