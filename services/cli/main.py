@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import sites
+from services.cli import operations, sites
 from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.logs import configure_logging
@@ -120,6 +120,7 @@ from services.cli.startup import register as register_startup  # noqa: E402 - af
 
 register_startup(app)
 register_documents(app)
+operations.register(app)
 
 
 def main() -> None:

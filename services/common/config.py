@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     metrics_host: str | None = Field(
         None, description="Address the metrics endpoint binds; unset uses `host`"
     )
+    webhook_max_attempts: int = Field(
+        8, ge=1, description="Webhook attempts per notification before it is dead-lettered")
+    webhook_backoff_base_s: float = Field(
+        1.0, gt=0, description="Wait before the 2nd webhook attempt; doubles each time, jittered")
+    webhook_backoff_max_s: float = Field(600.0, gt=0, description="Longest wait between attempts")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST")
+    webhook_poll_interval_s: float = Field(
+        0.5, gt=0, description="Webhook worker poll for due retries when not woken")
+    webhook_concurrency: int = Field(16, ge=1, description="Webhook POSTs in flight at once")
+    alert_check_interval_s: float = Field(
+        60.0, gt=0, description="How often overdue milestones and blocked study-sites are checked")
+    alert_blocked_after_s: float = Field(
+        14 * 86400.0, ge=0, description="A study-site blocked this long raises an alert")
+    subscription_study_wait_s: float = Field(
+        5.0, ge=0, description="How long a sponsor's subscription waits for a study not yet "
+        "known to the notification service (it arrives by event) before it is refused")
     log_level: str = "INFO"
     log_json: bool = True
     # Essential documents (the start-up tracker's periodic check).

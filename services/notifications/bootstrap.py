@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
 
 from services.common import topics
 from services.common.bootstrap import assemble
@@ -16,11 +20,15 @@ from services.common.rpc.tls import server_credentials
 from services.common.stream import EventConsumer
 from services.common.tokens import token_service
 from services.notifications.adapters import tables
-from services.notifications.adapters.event_codec import decode, facts_of
+from services.notifications.adapters.event_codec import decode, encode_alert, facts_of
 from services.notifications.adapters.unit_of_work import NotificationsSqlUnitOfWork
+from services.notifications.adapters.webhook_sender import HttpxWebhookSender
 from services.notifications.entrypoints.grpc_api import NotificationsServicer
 from services.notifications.service_layer.handlers import NotificationsService
+from services.notifications.service_layer.webhooks import RetryPolicy, WebhookWorker
 from sitenet.notifications.v1 import notifications_pb2_grpc
+
+log = structlog.get_logger(__name__)
 
 SERVICE = ServiceName.NOTIFICATIONS
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -32,6 +40,34 @@ class NotificationsApp:
     server: RpcServer
     consumer: EventConsumer
     service: NotificationsService
+    webhooks: WebhookWorker
+
+
+class AlertTimer:
+    """Raises the alerts of time passing (overdue, blocked too long) every interval."""
+
+    def __init__(self, service: NotificationsService, interval_s: float) -> None:
+        self._service = service
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alert timer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._service.check_alerts(now=dt.datetime.now(dt.UTC))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database away, say: the next tick tries again
+                log.exception("alert check failed; retrying at the next tick")
+            await asyncio.sleep(self._interval_s)
 
 
 def build(settings: Settings) -> NotificationsApp:
@@ -40,8 +76,22 @@ def build(settings: Settings) -> NotificationsApp:
     def no_events(_event: object) -> list[Envelope]:
         return []
 
+    def unit_of_work() -> NotificationsSqlUnitOfWork:
+        return NotificationsSqlUnitOfWork(engine, tables.outbox, no_events)
+
     service = NotificationsService(
-        lambda: NotificationsSqlUnitOfWork(engine, tables.outbox, no_events))
+        unit_of_work, encode_alert=encode_alert,
+        blocked_after=dt.timedelta(seconds=settings.alert_blocked_after_s),
+        study_wait_s=settings.subscription_study_wait_s)
+    sender = HttpxWebhookSender(settings.webhook_timeout_s)
+    webhooks = WebhookWorker(
+        unit_of_work, sender, service.deliveries_signal,
+        RetryPolicy(max_attempts=settings.webhook_max_attempts,
+                    base_s=settings.webhook_backoff_base_s, cap_s=settings.webhook_backoff_max_s,
+                    timeout_s=settings.webhook_timeout_s),
+        poll_interval_s=settings.webhook_poll_interval_s,
+        concurrency=settings.webhook_concurrency)
+    alerts = AlertTimer(service, settings.alert_check_interval_s)
 
     async def on_event(envelope: Envelope) -> None:
         message = decode(envelope.type, envelope.data)
@@ -70,4 +120,16 @@ def build(settings: Settings) -> NotificationsApp:
     )
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
                        topics=[topics.SITES, topics.STUDIES], server=server, consumer=consumer)
-    return NotificationsApp(runtime=runtime, server=server, consumer=consumer, service=service)
+
+    async def start_webhooks() -> None:
+        webhooks.start()
+
+    async def stop_webhooks() -> None:
+        await webhooks.stop()
+        await sender.close()
+
+    # After the gRPC server: they stop first, before the database is disposed.
+    runtime.add("webhook worker", start_webhooks, stop_webhooks)
+    runtime.add("alert timer", alerts.start, alerts.stop)
+    return NotificationsApp(runtime=runtime, server=server, consumer=consumer, service=service,
+                            webhooks=webhooks)

@@ -39,3 +39,18 @@ def test_every_event_type_in_the_catalog_is_a_message_of_the_events_package() ->
     assert len({spec.name for spec in CATALOG}) == len(CATALOG)
     for spec in CATALOG:
         assert spec.name.startswith("sitenet.") and spec.name.endswith(".v1")
+
+
+def test_readme_api_table_names_every_rpc() -> None:
+    from sitenet.notifications.v1 import notifications_pb2
+    from sitenet.registry.v1 import registry_pb2
+    from sitenet.startup.v1 import startup_pb2
+
+    rows = {line.split("|")[1].strip(" `"): line
+            for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| `sitenet.") and "`, `" in line}
+    for module in (registry_pb2, startup_pb2, notifications_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            row = rows.get(service.full_name, "")
+            missing = [m.name for m in service.methods if f"`{m.name}`" not in row]
+            assert not missing, f"README's API table lacks {service.full_name}: {missing}"

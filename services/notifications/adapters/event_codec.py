@@ -1,12 +1,19 @@
-"""Reading sitenet events into the plain facts notifications are made of."""
+"""Reading sitenet events into the plain facts notifications are made of, and
+writing the service's own alerts."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from google.type import date_pb2
 
 from services.common.stream import PoisonEvent
-from services.notifications.domain.model import EventFacts
+from services.notifications.domain.model import ALERT_TYPE, Alert, EventFacts
 from sitenet.events.v1 import events_pb2
+from sitenet.notifications.v1 import notifications_pb2
 
 EVENT_TYPES: dict[str, type[Message]] = {
     cls.DESCRIPTOR.full_name: cls
@@ -36,7 +43,20 @@ def _study_site_facts(ce_type: str, ref: events_pb2.StudySiteRef, **more: object
         event_type=ce_type, study=ref.study, site=ref.site, sponsor_org=ref.sponsor_org,
         country_code=ref.country_code, region_code=ref.region_code,
         protocol_number=ref.protocol_number, site_name_en=ref.site_display_name_en,
-        site_name_ko=ref.site_display_name_ko, **more)  # type: ignore[arg-type]
+        site_name_ko=ref.site_display_name_ko, study_site=ref.name,
+        **more)  # type: ignore[arg-type]
+
+
+def _date(value: date_pb2.Date) -> dt.date | None:
+    return dt.date(value.year, value.month, value.day) if value.year else None
+
+
+def _due(state: events_pb2.MilestoneState) -> dt.date | None:
+    """The target: `due_date` if the tracker sends one (a later field), else the planned date."""
+    due = getattr(state, "due_date", None)
+    if isinstance(due, date_pb2.Date) and due.year:
+        return _date(due)
+    return _date(state.planned_date)
 
 
 def facts_of(ce_type: str, message: Message) -> EventFacts:
@@ -44,13 +64,18 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
                             events_pb2.SiteStatusChanged)):
         s = message.site
         details = {}
+        before = ""
         if isinstance(message, events_pb2.SiteUpdated):
             details["changed_fields"] = ", ".join(message.changed_fields)
+            details["reason"] = message.reason
+            before = message.before.status
         if isinstance(message, events_pb2.SiteStatusChanged):
             details.update(before_status=message.before_status, reason=message.reason)
+            before = message.before_status
         return EventFacts(event_type=ce_type, site=s.name, country_code=s.country_code,
                           region_code=s.region_code, site_name_en=s.display_name_en,
-                          site_name_ko=s.display_name_ko, status=s.status, details=details)
+                          site_name_ko=s.display_name_ko, status=s.status,
+                          before_status=before, details=details)
     if isinstance(message, events_pb2.StudyCreated):
         st = message.study
         return EventFacts(event_type=ce_type, study=st.name, sponsor_org=st.sponsor_org,
@@ -62,7 +87,8 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
         return _study_site_facts(
             ce_type, message.study_site, milestone_en=after.display_name,
             milestone_ko=after.display_name_ko, status=after.status,
-            startup_day=message.startup_day)
+            startup_day=message.startup_day, milestone=after.milestone,
+            due_date=_due(after), before_status=message.before.status)
     if isinstance(message, (events_pb2.StudyUpdated, events_pb2.CountryApprovalRecorded)):
         st = message.study
         more = {"changed_fields": ", ".join(message.changed_fields)} \
@@ -92,3 +118,27 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
                                  status="GRANTED" if message.granted else "WITHDRAWN",
                                  details={"missing": ", ".join(message.missing_documents)})
     raise PoisonEvent(f"no facts for {ce_type}")
+
+
+def encode_alert(alert: Alert) -> bytes:
+    raised = alert.raise_time
+    message = notifications_pb2.Alert(
+        kind=notifications_pb2.Alert.Kind.Value(alert.kind.value),
+        study_site=alert.where.name, study=alert.where.study, site=alert.where.site,
+        milestone=alert.milestone,
+        due_date=alert.due_date.isoformat() if alert.due_date else "",
+        cause_event_id=alert.cause_event_id, detail=alert.detail)
+    message.raise_time.FromDatetime(raised)
+    return message.SerializeToString()
+
+
+def event_json(ce_type: str, payload: bytes) -> dict[str, Any] | None:
+    """The event as JSON (proto3 JSON mapping), for webhook bodies."""
+    cls = notifications_pb2.Alert if ce_type == ALERT_TYPE else EVENT_TYPES.get(ce_type)
+    if cls is None:
+        return None
+    try:
+        return json_format.MessageToDict(cls.FromString(payload),
+                                         preserving_proto_field_name=True)
+    except DecodeError:
+        return None

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, true
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.identity import Principal, Role
-from services.notifications.adapters.tables import notification_log, study_directory, subscriptions
+from services.notifications.adapters.tables import (
+    alert_milestones,
+    alert_study_sites,
+    notification_log,
+    study_directory,
+    subscriptions,
+    webhook_attempts,
+    webhook_deliveries,
+)
 from services.notifications.domain.model import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DueDelivery,
     Notification,
     NotificationFilter,
+    StudySiteInfo,
     Subscription,
+    TrackedMilestone,
     WebhookTarget,
 )
 
@@ -124,6 +139,11 @@ class SqlSubscriptionRepository:
         await self._conn.execute(delete(subscriptions).where(
             subscriptions.c.subscription_id == subscription_id))
 
+    async def webhooks(self) -> list[Subscription]:
+        rows = (await self._conn.execute(select(subscriptions).where(
+            subscriptions.c.channel == "webhook"))).all()
+        return [self._subscription(r) for r in rows]
+
     async def list(self, owner: str | None, after: str | None, limit: int) -> list[Subscription]:
         query = select(subscriptions)
         if owner is not None:
@@ -148,3 +168,188 @@ class SqlStudyDirectory:
         if await self.sponsor_of(study) is None:
             await self._conn.execute(study_directory.insert().values(
                 study=study, sponsor_org=sponsor_org))
+
+
+del_t = webhook_deliveries
+att_t = webhook_attempts
+
+
+class SqlDeliveryRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, subscription_id: str, notification: Notification,
+                  now: datetime) -> None:
+        await self._conn.execute(del_t.insert().values(
+            subscription_id=subscription_id, cursor=notification.cursor,
+            event_id=notification.event_id, event_type=notification.event_type,
+            state=DeliveryState.PENDING.value, attempts=0, next_attempt_at=now))
+
+    async def claim_due(self, now: datetime, lease_until: datetime,
+                        limit: int) -> list[DueDelivery]:
+        rows = (await self._conn.execute(
+            select(del_t, subscriptions, log_t.c.subject, log_t.c.study, log_t.c.site,
+                   log_t.c.sponsor_org, log_t.c.country_code, log_t.c.region_code,
+                   log_t.c.event_time, log_t.c.text_en, log_t.c.text_ko, log_t.c.payload)
+            .join(subscriptions, subscriptions.c.subscription_id == del_t.c.subscription_id)
+            .join(log_t, log_t.c.cursor == del_t.c.cursor)
+            .where(del_t.c.state == DeliveryState.PENDING.value,
+                   del_t.c.next_attempt_at <= now)
+            .order_by(del_t.c.next_attempt_at, del_t.c.delivery_id).limit(limit))).all()
+        claimed = []
+        for row in rows:
+            # Taken only if no other worker moved it meanwhile.
+            result = await self._conn.execute(update(del_t).where(
+                del_t.c.delivery_id == row.delivery_id,
+                del_t.c.state == DeliveryState.PENDING.value,
+                del_t.c.next_attempt_at <= now).values(next_attempt_at=lease_until))
+            if result.rowcount != 1:
+                continue
+            sub = SqlSubscriptionRepository._subscription(row)
+            if sub.webhook is None:
+                continue
+            notification = Notification(
+                cursor=row.cursor, event_id=row.event_id, event_type=row.event_type,
+                subject=row.subject, event_time=_utc(row.event_time), text_en=row.text_en,
+                text_ko=row.text_ko, payload=row.payload, study=row.study, site=row.site,
+                sponsor_org=row.sponsor_org, country_code=row.country_code,
+                region_code=row.region_code)
+            claimed.append(DueDelivery(self._delivery(row), sub.name, sub.webhook,
+                                       notification))
+        return claimed
+
+    @staticmethod
+    def _delivery(row: Any, attempts: tuple[DeliveryAttempt, ...] = ()) -> Delivery:
+        return Delivery(
+            delivery_id=row.delivery_id, subscription_id=row.subscription_id,
+            cursor=row.cursor, event_id=row.event_id, event_type=row.event_type,
+            state=DeliveryState(row.state), next_attempt_time=_utc(row.next_attempt_at),
+            attempts_made=row.attempts, attempts=attempts)
+
+    async def record(self, delivery_id: int, attempt: DeliveryAttempt, state: DeliveryState,
+                     next_attempt_at: datetime) -> None:
+        await self._conn.execute(att_t.insert().values(
+            delivery_id=delivery_id, attempt=attempt.attempt,
+            attempt_time=attempt.attempt_time, http_status=attempt.http_status,
+            outcome=attempt.outcome, error=attempt.error[:500],
+            duration_ms=attempt.duration_ms))
+        await self._conn.execute(update(del_t).where(
+            del_t.c.delivery_id == delivery_id,
+            del_t.c.state == DeliveryState.PENDING.value).values(
+            state=state.value, attempts=attempt.attempt, next_attempt_at=next_attempt_at))
+
+    async def list(self, subscription_id: str, after: int | None,
+                   limit: int) -> list[Delivery]:
+        query = select(del_t).where(del_t.c.subscription_id == subscription_id)
+        if after is not None:
+            query = query.where(del_t.c.delivery_id > after)
+        rows = (await self._conn.execute(query.order_by(del_t.c.delivery_id)
+                                         .limit(limit))).all()
+        if not rows:
+            return []
+        tried: dict[int, list[DeliveryAttempt]] = {}
+        for a in (await self._conn.execute(select(att_t).where(
+                att_t.c.delivery_id.in_([r.delivery_id for r in rows]))
+                .order_by(att_t.c.attempt_id))).all():
+            tried.setdefault(a.delivery_id, []).append(DeliveryAttempt(
+                attempt=a.attempt, attempt_time=_utc(a.attempt_time),
+                http_status=a.http_status, outcome=a.outcome, error=a.error,
+                duration_ms=a.duration_ms))
+        return [self._delivery(r, tuple(tried.get(r.delivery_id, []))) for r in rows]
+
+    async def delete_for(self, subscription_id: str) -> None:
+        ids = select(del_t.c.delivery_id).where(del_t.c.subscription_id == subscription_id)
+        await self._conn.execute(delete(att_t).where(att_t.c.delivery_id.in_(ids)))
+        await self._conn.execute(delete(del_t).where(
+            del_t.c.subscription_id == subscription_id))
+
+
+ss_t = alert_study_sites
+ms_t = alert_milestones
+OPEN_STATUSES = ("PLANNED", "IN_PROGRESS")
+
+
+def _info(row: Any) -> StudySiteInfo:
+    return StudySiteInfo(
+        name=row.name, study=row.study, site=row.site, sponsor_org=row.sponsor_org,
+        country_code=row.country_code, region_code=row.region_code,
+        protocol_number=row.protocol_number, site_name_en=row.site_name_en,
+        site_name_ko=row.site_name_ko)
+
+
+class SqlAlertState:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def keep_study_site(self, info: StudySiteInfo) -> None:
+        values = dict(study=info.study, site=info.site, sponsor_org=info.sponsor_org,
+                      country_code=info.country_code, region_code=info.region_code,
+                      protocol_number=info.protocol_number, site_name_en=info.site_name_en,
+                      site_name_ko=info.site_name_ko)
+        result = await self._conn.execute(update(ss_t).where(ss_t.c.name == info.name)
+                                          .values(**values))
+        if result.rowcount == 0:
+            await self._conn.execute(ss_t.insert().values(name=info.name, blocked_alerted=False,
+                                                          **values))
+
+    async def study_sites_of(self, site: str) -> list[StudySiteInfo]:
+        rows = (await self._conn.execute(select(ss_t).where(ss_t.c.site == site)
+                                         .order_by(ss_t.c.name))).all()
+        return [_info(r) for r in rows]
+
+    async def keep_milestone(self, milestone: TrackedMilestone, status: str) -> bool:
+        key = and_(ms_t.c.study_site == milestone.where.name,
+                   ms_t.c.milestone == milestone.milestone)
+        values = dict(name_en=milestone.name_en, name_ko=milestone.name_ko, status=status,
+                      due_date=milestone.due_date)
+        if status in OPEN_STATUSES:
+            # The common case in one statement: an alert already raised stays raised.
+            result = await self._conn.execute(update(ms_t).where(key).values(**values))
+            if result.rowcount == 0:
+                await self._conn.execute(ms_t.insert().values(
+                    study_site=milestone.where.name, milestone=milestone.milestone,
+                    overdue_alerted=False, **values))
+            return False
+        was = (await self._conn.execute(select(ms_t.c.overdue_alerted).where(key))).first()
+        if was is None:
+            await self._conn.execute(ms_t.insert().values(
+                study_site=milestone.where.name, milestone=milestone.milestone,
+                overdue_alerted=False, **values))
+            return False
+        # Not open any more (done, rejected, not applicable): an overdue alert is cleared.
+        await self._conn.execute(update(ms_t).where(key).values(overdue_alerted=False, **values))
+        return bool(was.overdue_alerted)
+
+    async def set_blocked(self, study_site: str, since: datetime | None) -> None:
+        await self._conn.execute(update(ss_t).where(ss_t.c.name == study_site).values(
+            blocked_since=since, blocked_alerted=False))
+
+    async def claim_overdue(self, today: dt.date, limit: int) -> list[TrackedMilestone]:
+        rows = (await self._conn.execute(
+            select(ms_t, ss_t).join(ss_t, ss_t.c.name == ms_t.c.study_site)
+            .where(ms_t.c.status.in_(OPEN_STATUSES), ms_t.c.due_date < today,
+                   ms_t.c.overdue_alerted == False)  # noqa: E712
+            .order_by(ms_t.c.due_date).limit(limit))).all()
+        out = []
+        for r in rows:
+            result = await self._conn.execute(update(ms_t).where(
+                ms_t.c.study_site == r.study_site, ms_t.c.milestone == r.milestone,
+                ms_t.c.overdue_alerted == False).values(overdue_alerted=True))  # noqa: E712
+            if result.rowcount == 1:
+                out.append(TrackedMilestone(_info(r), r.milestone, r.name_en, r.name_ko,
+                                            r.due_date))
+        return out
+
+    async def claim_blocked(self, since_before: datetime,
+                            limit: int) -> list[tuple[StudySiteInfo, datetime]]:
+        rows = (await self._conn.execute(select(ss_t).where(
+            ss_t.c.blocked_since.is_not(None), ss_t.c.blocked_since <= since_before,
+            ss_t.c.blocked_alerted == False).limit(limit))).all()  # noqa: E712
+        out = []
+        for r in rows:
+            result = await self._conn.execute(update(ss_t).where(
+                ss_t.c.name == r.name, ss_t.c.blocked_alerted == False)  # noqa: E712
+                .values(blocked_alerted=True))
+            if result.rowcount == 1:
+                out.append((_info(r), _utc(r.blocked_since)))
+        return out

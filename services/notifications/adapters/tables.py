@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Date,
     DateTime,
     Integer,
     LargeBinary,
@@ -12,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from services.common.inbox import add_inbox_table
@@ -64,6 +67,64 @@ study_directory = Table(
     metadata,
     Column("study", String(80), primary_key=True),
     Column("sponsor_org", String(63), nullable=False),
+)
+
+# One row per (webhook subscription, notification), written in the transaction that
+# appends the notification, so a restart loses none; the worker delivers them.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", Seq, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(63), nullable=False, index=True),
+    Column("cursor", Seq, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("subscription_id", "event_id"),  # never two deliveries of one event
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("attempt_id", Seq, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigInteger, nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("attempt_time", DateTime(timezone=True), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("error", String(500), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+)
+
+# What alerts need to remember of the tracker's study-sites and milestones.
+alert_study_sites = Table(
+    "alert_study_sites",
+    metadata,
+    Column("name", String(170), primary_key=True),
+    Column("study", String(80), nullable=False),
+    Column("site", String(80), nullable=False, index=True),
+    Column("sponsor_org", String(63), nullable=False),
+    Column("country_code", String(2), nullable=False),
+    Column("region_code", String(6), nullable=False),
+    Column("protocol_number", String(200), nullable=False),
+    Column("site_name_en", String(200), nullable=False),
+    Column("site_name_ko", String(200), nullable=False),
+    Column("blocked_since", DateTime(timezone=True), nullable=True),
+    Column("blocked_alerted", Boolean, nullable=False, default=False),
+)
+
+alert_milestones = Table(
+    "alert_milestones",
+    metadata,
+    Column("study_site", String(170), primary_key=True),
+    Column("milestone", String(63), primary_key=True),
+    Column("name_en", String(200), nullable=False),
+    Column("name_ko", String(200), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("due_date", Date, nullable=True, index=True),
+    Column("overdue_alerted", Boolean, nullable=False, default=False),
 )
 
 outbox, outbox_relay_lease = add_outbox_tables(metadata)

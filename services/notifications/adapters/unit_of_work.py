@@ -5,6 +5,8 @@ from __future__ import annotations
 from services.common.inbox import SqlInbox
 from services.common.unit_of_work import SqlRequestLog, SqlUnitOfWork
 from services.notifications.adapters.repository import (
+    SqlAlertState,
+    SqlDeliveryRepository,
     SqlNotificationLog,
     SqlStudyDirectory,
     SqlSubscriptionRepository,
@@ -16,6 +18,8 @@ class NotificationsSqlUnitOfWork(SqlUnitOfWork):
     log: SqlNotificationLog
     subscriptions: SqlSubscriptionRepository
     studies: SqlStudyDirectory
+    deliveries: SqlDeliveryRepository
+    alerts: SqlAlertState
     inbox: SqlInbox
     requests: SqlRequestLog
 
@@ -24,5 +28,7 @@ class NotificationsSqlUnitOfWork(SqlUnitOfWork):
         self.log = SqlNotificationLog(conn)
         self.subscriptions = SqlSubscriptionRepository(conn)
         self.studies = SqlStudyDirectory(conn)
+        self.deliveries = SqlDeliveryRepository(conn)
+        self.alerts = SqlAlertState(conn)
         self.inbox = SqlInbox(conn, inbox)
         self.requests = SqlRequestLog(conn, request_log)

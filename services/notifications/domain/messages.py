@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.notifications.domain.model import EventFacts
+from services.notifications.domain.model import Alert, AlertKind, EventFacts
 
 _STATUS_EN = {"PLANNED": "planned", "IN_PROGRESS": "in progress", "DONE": "done",
               "NOT_APPLICABLE": "not applicable",
@@ -110,3 +110,28 @@ def _document_text(kind: str, facts: EventFacts, site_en: str, site_ko: str,
     why = f": {reason}" if facts.status == "REJECTED" and reason else ""
     return (f"{site_en}: {doc_en} {status_en}{why} ({study})",
             f"{site_ko}: {doc_ko} {status_ko}{why} ({study})")
+
+
+def render_alert(alert: Alert) -> tuple[str, str]:
+    """(English, Korean) one-line text for an alert the service raised."""
+    w = alert.where
+    site_en = w.site_name_en or w.site
+    site_ko = w.site_name_ko or site_en
+    study = w.protocol_number or w.study
+    m_en = alert.milestone_en or alert.milestone
+    m_ko = alert.milestone_ko or m_en
+    due = alert.due_date.isoformat() if alert.due_date else ""
+    if alert.kind is AlertKind.MILESTONE_OVERDUE:
+        return (f"Overdue: {site_en}: {m_en} was due {due} ({study})",
+                f"지연: {site_ko}: {m_ko} 목표일 {due} 경과 ({study})")
+    if alert.kind is AlertKind.MILESTONE_OVERDUE_CLEARED:
+        return (f"Cleared: {site_en}: overdue {m_en} is done ({study})",
+                f"해제: {site_ko}: 지연된 {m_ko} 완료 ({study})")
+    if alert.kind is AlertKind.IRB_REJECTED:
+        return (f"IRB rejected: {site_en}: {m_en} ({study})",
+                f"IRB 반려: {site_ko}: {m_ko} ({study})")
+    if alert.kind is AlertKind.SITE_SUSPENDED:
+        return (f"Site suspended while in study {study}: {site_en}",
+                f"임상시험 {study} 진행 중 실시기관 정지: {site_ko}")
+    return (f"Blocked: {site_en} has been blocked since {due or 'long ago'} ({study})",
+            f"차단: {site_ko}, {due or '오래전'}부터 진행 불가 ({study})")

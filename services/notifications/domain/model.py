@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -41,6 +42,16 @@ class NotificationFilter(BaseModel):
     event_types: tuple[Annotated[str, StringConstraints(
         pattern=r"^[a-z][a-z0-9_.]*\.[A-Z][A-Za-z0-9]*$", max_length=200)], ...] = \
         Field(default=(), max_length=MAX_FILTER_VALUES)
+
+    def matches(self, n: Notification) -> bool:
+        """The same rule as the SQL filter of the log, for one notification in hand."""
+        return all((
+            not self.studies or n.study in self.studies,
+            not self.sites or n.site in self.sites,
+            not self.country_codes or n.country_code in self.country_codes,
+            not self.region_codes or n.region_code in self.region_codes,
+            not self.event_types or n.event_type in self.event_types,
+        ))
 
     @field_validator("studies")
     @classmethod
@@ -123,4 +134,109 @@ class EventFacts:
     milestone_ko: str = ""
     status: str = ""
     startup_day: int = 0
+    milestone: str = ""  # key, e.g. `irb-approved`
+    due_date: dt.date | None = None  # the milestone's target: due_date, else planned_date
+    before_status: str = ""
+    study_site: str = ""
     details: dict[str, str] = field(default_factory=dict)
+
+
+ALERT_TYPE = "sitenet.notifications.v1.Alert"
+
+
+class AlertKind(StrEnum):
+    MILESTONE_OVERDUE = "MILESTONE_OVERDUE"
+    MILESTONE_OVERDUE_CLEARED = "MILESTONE_OVERDUE_CLEARED"
+    IRB_REJECTED = "IRB_REJECTED"
+    SITE_SUSPENDED = "SITE_SUSPENDED"
+    STUDY_SITE_BLOCKED = "STUDY_SITE_BLOCKED"
+
+
+@dataclass(frozen=True)
+class StudySiteInfo:
+    """What the service keeps of a study-site, from the tracker's events, to raise alerts."""
+
+    name: str
+    study: str
+    site: str
+    sponsor_org: str = ""
+    country_code: str = ""
+    region_code: str = ""
+    protocol_number: str = ""
+    site_name_en: str = ""
+    site_name_ko: str = ""
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: AlertKind
+    key: str  # what makes it unique: the same key never raises twice
+    where: StudySiteInfo
+    raise_time: dt.datetime
+    milestone: str = ""
+    milestone_en: str = ""
+    milestone_ko: str = ""
+    due_date: dt.date | None = None
+    cause_event_id: str = ""
+    detail: str = ""
+
+    @property
+    def subject(self) -> str:
+        base = self.where.name
+        return f"{base}/milestones/{self.milestone}" if self.milestone else base
+
+
+class DeliveryState(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    DEAD_LETTER = "DEAD_LETTER"
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    attempt: int
+    attempt_time: dt.datetime
+    http_status: int  # 0 when no answer came
+    outcome: str  # OK, HTTP_ERROR, TIMEOUT, CONNECTION_ERROR
+    error: str
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "OK"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: int
+    subscription_id: str
+    cursor: int
+    event_id: str
+    event_type: str
+    state: DeliveryState
+    next_attempt_time: dt.datetime
+    attempts_made: int = 0
+    attempts: tuple[DeliveryAttempt, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"subscriptions/{self.subscription_id}/deliveries/{self.delivery_id}"
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A delivery whose next attempt is due, with what it takes to make it."""
+
+    delivery: Delivery
+    subscription_name: str
+    target: WebhookTarget
+    notification: Notification
+
+
+@dataclass(frozen=True)
+class TrackedMilestone:
+    where: StudySiteInfo
+    milestone: str
+    name_en: str
+    name_ko: str
+    due_date: dt.date | None

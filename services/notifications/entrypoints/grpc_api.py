@@ -11,7 +11,7 @@ from google.protobuf import any_pb2, empty_pb2
 from services.common.resource_names import parse
 from services.common.rpc.convert import timestamp
 from services.common.rpc.interceptors import current_principal
-from services.notifications.domain.model import Notification, Subscription
+from services.notifications.domain.model import Delivery, Notification, Subscription
 from services.notifications.service_layer.handlers import NotificationsService
 from sitenet.notifications.v1 import notifications_pb2 as pb
 from sitenet.notifications.v1 import notifications_pb2_grpc
@@ -35,6 +35,19 @@ def subscription_message(s: Subscription) -> pb.Subscription:
         filter=pb.NotificationFilter(studies=f.studies, sites=f.sites,
                                      country_codes=f.country_codes,
                                      region_codes=f.region_codes, event_types=f.event_types))
+
+
+def delivery_message(d: Delivery) -> pb.Delivery:
+    message = pb.Delivery(
+        name=d.name, cursor=str(d.cursor), event_id=d.event_id, event_type=d.event_type,
+        state=pb.Delivery.State.Value(d.state.value),
+        attempts=[pb.DeliveryAttempt(
+            attempt=a.attempt, attempt_time=timestamp(a.attempt_time),
+            http_status=a.http_status, outcome=a.outcome, error=a.error,
+            duration_ms=a.duration_ms) for a in d.attempts])
+    if d.state.value == "PENDING":
+        message.next_attempt_time.CopyFrom(timestamp(d.next_attempt_time))
+    return message
 
 
 def filter_values(message: pb.NotificationFilter) -> dict[str, Any]:
@@ -99,3 +112,11 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServicer):
             current_principal(), sub_id, request.page_size, request.page_token)
         return pb.ListNotificationsResponse(
             notifications=[notification_message(n) for n in rows], next_page_token=token)
+
+    async def ListDeliveries(self, request: pb.ListDeliveriesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListDeliveriesResponse:
+        (sub_id,) = parse(request.parent, "subscriptions/{subscription}", field="parent")
+        rows, token = await self._service.list_deliveries(
+            current_principal(), sub_id, request.page_size, request.page_token)
+        return pb.ListDeliveriesResponse(
+            deliveries=[delivery_message(d) for d in rows], next_page_token=token)

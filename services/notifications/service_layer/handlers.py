@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -17,12 +21,18 @@ from services.common.errors import (
 from services.common.identity import Principal, Role
 from services.common.resource_names import check_id, new_id
 from services.common.validation import build
-from services.notifications.domain.messages import render
+from services.notifications.domain.messages import render, render_alert
 from services.notifications.domain.model import (
+    ALERT_TYPE,
+    Alert,
+    AlertKind,
+    Delivery,
     EventFacts,
     Notification,
     NotificationFilter,
+    StudySiteInfo,
     Subscription,
+    TrackedMilestone,
     WebhookTarget,
 )
 from services.notifications.service_layer.ports import NotificationsUnitOfWork
@@ -41,33 +51,169 @@ def parse_cursor(cursor: str) -> int | None:
     return int(cursor)
 
 
+ALERT_IDS = uuid.UUID("5b0c3f0e-8a57-4a55-9d0b-6a1f0d7e2c11")
+DONE_STATUSES = frozenset({"DONE", "APPROVED_WITH_CONDITIONS", "NOT_APPLICABLE"})
+SUSPENDED = "SUSPENDED"
+REJECTED = "REJECTED"
+
+
+def _no_alert_payload(_alert: Alert) -> bytes:
+    return b""
+
+
 class NotificationsService:
     def __init__(self, unit_of_work: Callable[[], NotificationsUnitOfWork],
-                 signal: LogSignal | None = None) -> None:
+                 signal: LogSignal | None = None,
+                 encode_alert: Callable[[Alert], bytes] = _no_alert_payload,
+                 blocked_after: dt.timedelta = dt.timedelta(days=14),
+                 study_wait_s: float = 5.0) -> None:
         self._uow = unit_of_work
         self.signal = signal or LogSignal()
+        # Wakes the webhook worker only when there is something for it.
+        self.deliveries_signal = LogSignal()
+        self._queued_deliveries = 0
+        self._encode_alert = encode_alert
+        self._blocked_after = blocked_after
+        self._study_wait_s = study_wait_s
+        # What this process has committed already and never changes (a study's sponsor,
+        # a study-site's existence): saves two queries on most events.
+        self._known_studies: set[str] = set()
+        self._known_study_sites: set[str] = set()
 
     # --- events in --------------------------------------------------------------------
 
     async def ingest(self, event_id: str, subject: str, event_time: dt.datetime,
                      facts: EventFacts, payload: bytes) -> bool:
-        """Add an event to the notification log once; a replay or duplicate changes nothing."""
+        """Add an event to the notification log once, with the alerts it raises and a
+        delivery for each matching webhook, in one transaction; a replay or duplicate
+        changes nothing."""
         text_en, text_ko = render(facts)
         async with self._uow() as uow:
             if not await uow.inbox.claim(event_id, facts.event_type):
                 return False
-            if facts.study and facts.sponsor_org:
+            if facts.study and facts.sponsor_org and facts.study not in self._known_studies:
                 await uow.studies.remember(facts.study, facts.sponsor_org)
-            await uow.log.append(Notification(
+            await self._append(uow, Notification(
                 event_id=event_id, event_type=facts.event_type, subject=subject,
                 event_time=event_time, text_en=text_en, text_ko=text_ko, payload=payload,
                 study=facts.study, site=facts.site, sponsor_org=facts.sponsor_org,
                 country_code=facts.country_code, region_code=facts.region_code))
+            for alert in await self._alerts_from(uow, event_id, event_time, facts):
+                await self._append(uow, self._alert_notification(alert))
             await uow.commit()
-        self.signal.notify()
+        if facts.study and facts.sponsor_org:
+            self._known_studies.add(facts.study)
+        if facts.study_site:
+            self._known_study_sites.add(facts.study_site)
+        self._wake()
         return True
 
+    def _wake(self) -> None:
+        self.signal.notify()
+        if self._queued_deliveries:
+            self._queued_deliveries = 0
+            self.deliveries_signal.notify()
+
+    async def _append(self, uow: NotificationsUnitOfWork, notification: Notification) -> None:
+        cursor = await uow.log.append(notification)
+        now = dt.datetime.now(dt.UTC)
+        for sub in await uow.subscriptions.webhooks():
+            if sub.filter.matches(notification) and notification.visible_to(sub.owner):
+                await uow.deliveries.add(sub.subscription_id,
+                                         dataclasses.replace(notification, cursor=cursor), now)
+                self._queued_deliveries += 1
+
+    def _alert_notification(self, alert: Alert) -> Notification:
+        text_en, text_ko = render_alert(alert)
+        w = alert.where
+        return Notification(
+            # Derived from what makes the alert unique: raising it again would collide.
+            event_id=str(uuid.uuid5(ALERT_IDS, f"{alert.kind.value}|{alert.key}")),
+            event_type=ALERT_TYPE, subject=alert.subject, event_time=alert.raise_time,
+            text_en=text_en, text_ko=text_ko, payload=self._encode_alert(alert),
+            study=w.study, site=w.site, sponsor_org=w.sponsor_org,
+            country_code=w.country_code, region_code=w.region_code)
+
+    async def _alerts_from(self, uow: NotificationsUnitOfWork, event_id: str,
+                           event_time: dt.datetime, facts: EventFacts) -> list[Alert]:
+        """Keep what alerts need to know, and the alerts this event raises at once."""
+        kind = facts.event_type.rsplit(".", 1)[-1]
+        where = StudySiteInfo(
+            name=facts.study_site, study=facts.study, site=facts.site,
+            sponsor_org=facts.sponsor_org, country_code=facts.country_code,
+            region_code=facts.region_code, protocol_number=facts.protocol_number,
+            site_name_en=facts.site_name_en, site_name_ko=facts.site_name_ko)
+        now = dt.datetime.now(dt.UTC)
+        alerts: list[Alert] = []
+        if kind == "StudySiteAdded" or (kind == "MilestoneRecorded" and facts.study_site
+                                         and facts.study_site not in self._known_study_sites):
+            await uow.alerts.keep_study_site(where)
+        if kind == "MilestoneRecorded" and facts.study_site:
+            tracked = TrackedMilestone(where, facts.milestone, facts.milestone_en,
+                                       facts.milestone_ko, facts.due_date)
+            was_overdue = await uow.alerts.keep_milestone(tracked, facts.status)
+            if was_overdue and facts.status in DONE_STATUSES:
+                alerts.append(Alert(
+                    AlertKind.MILESTONE_OVERDUE_CLEARED, f"{where.name}|{facts.milestone}|"
+                    f"{event_id}", where, now, facts.milestone, facts.milestone_en,
+                    facts.milestone_ko, facts.due_date, event_id, "done after its due date"))
+            if facts.status == REJECTED:
+                alerts.append(Alert(
+                    AlertKind.IRB_REJECTED, event_id, where, now, facts.milestone,
+                    facts.milestone_en, facts.milestone_ko, None, event_id,
+                    "the IRB rejected the study at this site"))
+                await uow.alerts.set_blocked(where.name, event_time)
+            elif facts.before_status == REJECTED:
+                await uow.alerts.set_blocked(where.name, None)
+        if kind == "SiteUpdated" and facts.status == SUSPENDED \
+                and facts.before_status != SUSPENDED:
+            for study_site in await uow.alerts.study_sites_of(facts.site):
+                alerts.append(Alert(
+                    AlertKind.SITE_SUSPENDED, f"{event_id}|{study_site.name}", study_site, now,
+                    cause_event_id=event_id,
+                    detail=facts.details.get("reason", "") or "site suspended"))
+        return alerts
+
+    async def check_alerts(self, today: dt.date | None = None,
+                           now: dt.datetime | None = None) -> int:
+        """Raise the alerts of time passing: milestones overdue, study-sites blocked too
+        long. Each is raised once (the row is marked in the same transaction)."""
+        now = now or dt.datetime.now(dt.UTC)
+        today = today or now.date()
+        raised = 0
+        async with self._uow() as uow:
+            for m in await uow.alerts.claim_overdue(today, 500):
+                due = m.due_date.isoformat() if m.due_date else ""
+                await self._append(uow, self._alert_notification(Alert(
+                    AlertKind.MILESTONE_OVERDUE, f"{m.where.name}|{m.milestone}|{due}",
+                    m.where, now, m.milestone, m.name_en, m.name_ko, m.due_date,
+                    detail=f"due {due}, not done")))
+                raised += 1
+            for where, since in await uow.alerts.claim_blocked(now - self._blocked_after, 500):
+                await self._append(uow, self._alert_notification(Alert(
+                    AlertKind.STUDY_SITE_BLOCKED, f"{where.name}|{since.isoformat()}", where,
+                    now, due_date=since.date(), detail=f"blocked since {since.isoformat()}")))
+                raised += 1
+            await uow.commit()
+        if raised:
+            self._wake()
+        return raised
+
     # --- subscriptions ----------------------------------------------------------------
+
+    async def _await_known_studies(self, principal: Principal,
+                                   where: NotificationFilter) -> None:
+        """A study reaches this service by event, a moment after the tracker created it:
+        wait for it (bounded) rather than refuse a sponsor its own new study."""
+        if principal.role is not Role.SPONSOR or not where.studies:
+            return
+        deadline = time.monotonic() + self._study_wait_s
+        while True:
+            async with self._uow() as uow:
+                unknown = [s for s in where.studies if await uow.studies.sponsor_of(s) is None]
+            if not unknown or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
 
     async def _check_readable(self, uow: NotificationsUnitOfWork, principal: Principal,
                               where: NotificationFilter) -> None:
@@ -97,6 +243,7 @@ class NotificationsService:
         if len(display_name) > 200:
             raise InvalidArgument([FieldViolation("subscription.display_name",
                                                   "longer than 200 characters")])
+        await self._await_known_studies(principal, where)
         async with self._uow() as uow:
             if request_id and (earlier := await uow.requests.seen(request_id)):
                 existing = await uow.subscriptions.get(earlier.removeprefix("subscriptions/"))
@@ -143,6 +290,7 @@ class NotificationsService:
         async with self._uow() as uow:
             await self._owned(uow, principal, subscription_id)
             await uow.subscriptions.delete(subscription_id)
+            await uow.deliveries.delete_for(subscription_id)
             await uow.commit()
 
     # --- reading ----------------------------------------------------------------------
@@ -162,10 +310,28 @@ class NotificationsService:
         rows = rows[:size]
         return rows, paging.encode_token(str(rows[-1].cursor), query) if more else ""
 
+    async def list_deliveries(self, principal: Principal, subscription_id: str,
+                              page_size: int, page_token: str) -> tuple[list[Delivery], str]:
+        size = paging.page_size(page_size)
+        query = f"subscriptions/{subscription_id}/deliveries"
+        after = paging.decode_token(page_token, query)
+        async with self._uow() as uow:
+            subscription = await self._owned(uow, principal, subscription_id)
+            if subscription.channel != "webhook":
+                raise InvalidArgument([FieldViolation("parent", "is not a webhook subscription")])
+            rows = await uow.deliveries.list(subscription_id,
+                                             int(after) if after is not None else None, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return rows, paging.encode_token(str(rows[-1].delivery_id), query) if more else ""
+
     async def stream(self, principal: Principal, subscription_id: str,
                      filter_values: dict[str, Any], cursor: str) -> AsyncIterator[Notification]:
         """Replay what follows `cursor`, then follow the log live, in order, forever."""
         position = parse_cursor(cursor)
+        if not subscription_id:
+            await self._await_known_studies(
+                principal, build(NotificationFilter, filter_values, prefix="filter"))
         async with self._uow() as uow:
             if subscription_id:
                 subscription = await self._owned(uow, principal, subscription_id)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Protocol
 
 from services.common.identity import Principal
 from services.common.ports import Inbox, RequestLog
-from services.notifications.domain.model import Notification, NotificationFilter, Subscription
+from services.notifications.domain.model import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    DueDelivery,
+    Notification,
+    NotificationFilter,
+    StudySiteInfo,
+    Subscription,
+    TrackedMilestone,
+)
 
 
 class NotificationLog(Protocol):
@@ -26,8 +37,49 @@ class SubscriptionRepository(Protocol):
     async def get(self, subscription_id: str) -> Subscription | None: ...
     async def add(self, subscription: Subscription) -> None: ...
     async def delete(self, subscription_id: str) -> None: ...
+    async def webhooks(self) -> list[Subscription]: ...
     async def list(self, owner: str | None, after: str | None,
                    limit: int) -> list[Subscription]: ...
+
+
+class DeliveryRepository(Protocol):
+    async def add(self, subscription_id: str, notification: Notification,
+                  now: dt.datetime) -> None: ...
+
+    async def claim_due(self, now: dt.datetime, lease_until: dt.datetime,
+                        limit: int) -> list[DueDelivery]:
+        """Due pending deliveries, each pushed to `lease_until` so no other worker takes it."""
+        ...
+
+    async def record(self, delivery_id: int, attempt: DeliveryAttempt, state: DeliveryState,
+                     next_attempt_at: dt.datetime) -> None: ...
+    async def list(self, subscription_id: str, after: int | None,
+                   limit: int) -> list[Delivery]: ...
+    async def delete_for(self, subscription_id: str) -> None: ...
+
+
+class AlertState(Protocol):
+    """Study-sites and milestones as the tracker's events tell them, for alerts."""
+
+    async def keep_study_site(self, info: StudySiteInfo) -> None: ...
+    async def study_sites_of(self, site: str) -> list[StudySiteInfo]: ...
+    async def keep_milestone(self, milestone: TrackedMilestone, status: str) -> bool:
+        """Store it; True if it had been alerted overdue (the flag is cleared when done)."""
+        ...
+    async def set_blocked(self, study_site: str, since: dt.datetime | None) -> None: ...
+
+    async def claim_overdue(self, today: dt.date, limit: int) -> list[TrackedMilestone]:
+        """Open milestones due before `today` not alerted yet, now marked alerted."""
+        ...
+
+    async def claim_blocked(self, since_before: dt.datetime,
+                            limit: int) -> list[tuple[StudySiteInfo, dt.datetime]]: ...
+
+
+class WebhookSender(Protocol):
+    async def send(self, due: DueDelivery, attempt: int) -> DeliveryAttempt:
+        """POST it once; never raises, the outcome says what happened."""
+        ...
 
 
 class StudyDirectory(Protocol):
@@ -44,6 +96,10 @@ class NotificationsUnitOfWork(Protocol):
     def subscriptions(self) -> SubscriptionRepository: ...
     @property
     def studies(self) -> StudyDirectory: ...
+    @property
+    def deliveries(self) -> DeliveryRepository: ...
+    @property
+    def alerts(self) -> AlertState: ...
     @property
     def inbox(self) -> Inbox: ...
     @property

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -476,3 +477,275 @@ class ListNotificationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNotificationsResponse: _TypeAlias = ListNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class ListDeliveriesRequest(_message.Message):
+    """Request for ListDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The webhook subscription: `subscriptions/{subscription}`."""
+    page_size: _builtins.int
+    """Page size: 0 means the default (50); above 1000 is treated as 1000."""
+    page_token: _builtins.str
+    """Token from a previous response."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveriesRequest: _TypeAlias = ListDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListDeliveriesResponse(_message.Message):
+    """Response for ListDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Delivery]:
+        """The page of deliveries, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___Delivery] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveriesResponse: _TypeAlias = ListDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class Delivery(_message.Message):
+    """One notification on its way to a webhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Delivery._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Delivery._State.ValueType  # 0
+        """Unused."""
+        PENDING: Delivery._State.ValueType  # 1
+        """Not acknowledged yet; another attempt is due at `next_attempt_time`."""
+        DELIVERED: Delivery._State.ValueType  # 2
+        """A 2xx answer acknowledged it; it is never sent again."""
+        DEAD_LETTER: Delivery._State.ValueType  # 3
+        """Every attempt failed; it is not tried again."""
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """What became of it."""
+
+    STATE_UNSPECIFIED: Delivery.State.ValueType  # 0
+    """Unused."""
+    PENDING: Delivery.State.ValueType  # 1
+    """Not acknowledged yet; another attempt is due at `next_attempt_time`."""
+    DELIVERED: Delivery.State.ValueType  # 2
+    """A 2xx answer acknowledged it; it is never sent again."""
+    DEAD_LETTER: Delivery.State.ValueType  # 3
+    """Every attempt failed; it is not tried again."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `subscriptions/{subscription}/deliveries/{delivery}`."""
+    cursor: _builtins.str
+    """Cursor of the notification delivered."""
+    event_id: _builtins.str
+    """CloudEvents id of the notification's event."""
+    event_type: _builtins.str
+    """CloudEvents type of the notification's event."""
+    state: Global___Delivery.State.ValueType
+    """State."""
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due (PENDING only)."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryAttempt]:
+        """Every attempt, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        state: Global___Delivery.State.ValueType = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_time", b"next_attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cursor", b"cursor", "event_id", b"event_id", "event_type", b"event_type", "name", b"name", "next_attempt_time", b"next_attempt_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
+
+@_typing.final
+class DeliveryAttempt(_message.Message):
+    """One HTTP POST of a delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """1 for the first attempt."""
+    http_status: _builtins.int
+    """HTTP status answered; 0 if none (connection error or timeout)."""
+    outcome: _builtins.str
+    """`OK`, `HTTP_ERROR`, `TIMEOUT` or `CONNECTION_ERROR`."""
+    error: _builtins.str
+    """Error text when it failed."""
+    duration_ms: _builtins.int
+    """How long the attempt took, in milliseconds."""
+    @_builtins.property
+    def attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was sent."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        http_status: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        error: _builtins.str = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_time", b"attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_time", b"attempt_time", "duration_ms", b"duration_ms", "error", b"error", "http_status", b"http_status", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryAttempt: _TypeAlias = DeliveryAttempt  # noqa: Y015
+
+@_typing.final
+class Alert(_message.Message):
+    """An alert the notification service raises itself, told like any event with the
+    CloudEvents type `sitenet.notifications.v1.Alert`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Alert._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: Alert._Kind.ValueType  # 0
+        """Unused."""
+        MILESTONE_OVERDUE: Alert._Kind.ValueType  # 1
+        """A milestone is past its planned date and not done."""
+        MILESTONE_OVERDUE_CLEARED: Alert._Kind.ValueType  # 2
+        """An overdue milestone got done (clears MILESTONE_OVERDUE)."""
+        IRB_REJECTED: Alert._Kind.ValueType  # 3
+        """An IRB rejected the study at a site."""
+        SITE_SUSPENDED: Alert._Kind.ValueType  # 4
+        """A site was suspended while it takes part in a study."""
+        STUDY_SITE_BLOCKED: Alert._Kind.ValueType  # 5
+        """A study-site has been blocked longer than the configured threshold."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What is wrong."""
+
+    KIND_UNSPECIFIED: Alert.Kind.ValueType  # 0
+    """Unused."""
+    MILESTONE_OVERDUE: Alert.Kind.ValueType  # 1
+    """A milestone is past its planned date and not done."""
+    MILESTONE_OVERDUE_CLEARED: Alert.Kind.ValueType  # 2
+    """An overdue milestone got done (clears MILESTONE_OVERDUE)."""
+    IRB_REJECTED: Alert.Kind.ValueType  # 3
+    """An IRB rejected the study at a site."""
+    SITE_SUSPENDED: Alert.Kind.ValueType  # 4
+    """A site was suspended while it takes part in a study."""
+    STUDY_SITE_BLOCKED: Alert.Kind.ValueType  # 5
+    """A study-site has been blocked longer than the configured threshold."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    STUDY_SITE_FIELD_NUMBER: _builtins.int
+    STUDY_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    MILESTONE_FIELD_NUMBER: _builtins.int
+    DUE_DATE_FIELD_NUMBER: _builtins.int
+    CAUSE_EVENT_ID_FIELD_NUMBER: _builtins.int
+    RAISE_TIME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___Alert.Kind.ValueType
+    """What is wrong."""
+    study_site: _builtins.str
+    """`studies/{study}/sites/{site}`."""
+    study: _builtins.str
+    """`studies/{study}`."""
+    site: _builtins.str
+    """`sites/{site}`."""
+    milestone: _builtins.str
+    """Milestone key, for milestone alerts."""
+    due_date: _builtins.str
+    """Due date (the milestone's planned date), for MILESTONE_OVERDUE."""
+    cause_event_id: _builtins.str
+    """Event that caused it, if one did."""
+    detail: _builtins.str
+    """Short explanation in English."""
+    @_builtins.property
+    def raise_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was raised."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___Alert.Kind.ValueType = ...,
+        study_site: _builtins.str = ...,
+        study: _builtins.str = ...,
+        site: _builtins.str = ...,
+        milestone: _builtins.str = ...,
+        due_date: _builtins.str = ...,
+        cause_event_id: _builtins.str = ...,
+        raise_time: _timestamp_pb2.Timestamp | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["raise_time", b"raise_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause_event_id", b"cause_event_id", "detail", b"detail", "due_date", b"due_date", "kind", b"kind", "milestone", b"milestone", "raise_time", b"raise_time", "site", b"site", "study", b"study", "study_site", b"study_site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alert: _TypeAlias = Alert  # noqa: Y015

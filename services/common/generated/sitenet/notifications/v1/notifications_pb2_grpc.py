@@ -66,6 +66,11 @@ class NotificationsStub:
                 request_serializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.SerializeToString,
                 response_deserializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.FromString,
                 _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/sitenet.notifications.v1.Notifications/ListDeliveries',
+                request_serializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationsServicer:
@@ -115,6 +120,13 @@ class NotificationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeliveries(self, request, context):
+        """Lists the webhook deliveries of a subscription, oldest first, each with its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_NotificationsServicer_to_server(servicer, server):
                     servicer.ListNotifications,
                     request_deserializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.FromString,
                     response_serializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +329,33 @@ class Notifications:
             '/sitenet.notifications.v1.Notifications/ListNotifications',
             sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsRequest.SerializeToString,
             sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sitenet.notifications.v1.Notifications/ListDeliveries',
+            sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesRequest.SerializeToString,
+            sitenet_dot_notifications_dot_v1_dot_notifications__pb2.ListDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

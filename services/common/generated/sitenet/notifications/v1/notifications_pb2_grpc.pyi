@@ -48,6 +48,8 @@ class NotificationsStub:
     """
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.ListNotificationsRequest, _notifications_pb2.ListNotificationsResponse]
     """Lists the notifications of a subscription, oldest first."""
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.ListDeliveriesRequest, _notifications_pb2.ListDeliveriesResponse]
+    """Lists the webhook deliveries of a subscription, oldest first, each with its attempts."""
 
 @_typing.type_check_only
 class NotificationsAsyncStub(NotificationsStub):
@@ -68,6 +70,8 @@ class NotificationsAsyncStub(NotificationsStub):
     """
     ListNotifications: _aio.UnaryUnaryMultiCallable[_notifications_pb2.ListNotificationsRequest, _notifications_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """Lists the notifications of a subscription, oldest first."""
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_notifications_pb2.ListDeliveriesRequest, _notifications_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """Lists the webhook deliveries of a subscription, oldest first, each with its attempts."""
 
 class NotificationsServicer(metaclass=_abc_1.ABCMeta):
     """Follows the network live: subscriptions, streams and notification history."""
@@ -121,5 +125,13 @@ class NotificationsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notifications_pb2.ListNotificationsResponse, _abc.Awaitable[_notifications_pb2.ListNotificationsResponse]]:
         """Lists the notifications of a subscription, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _notifications_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_pb2.ListDeliveriesResponse, _abc.Awaitable[_notifications_pb2.ListDeliveriesResponse]]:
+        """Lists the webhook deliveries of a subscription, oldest first, each with its attempts."""
 
 def add_NotificationsServicer_to_server(servicer: NotificationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
