@@ -119,6 +119,8 @@ class _Parser:
 
     def unary(self, depth: int) -> Node:
         if self._is_word("NOT") or (self.peek() or ("", ""))[0] == "minus":
+            if depth >= MAX_DEPTH:  # `NOT NOT ...` nests as much as parentheses do
+                raise _bad(f"nested deeper than {MAX_DEPTH} levels")
             self.take()
             return Not(self.unary(depth + 1))
         return self.primary(depth)

@@ -46,6 +46,34 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes of a database that went away or is going away: connection exception
+# (08), operator intervention such as a shutdown or a terminated backend (57P), too many
+# connections (53300). asyncpg raises these under SQLAlchemy's generic DBAPIError.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    """Whether `error`, or what it wraps, says a dependency is unreachable (not a bug)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, _UNAVAILABLE_ERRORS):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        orig = getattr(e, "orig", None)
+        pending += [orig if isinstance(orig, BaseException) else None,
+                    e.__cause__, e.__context__]
+    return False
+
+
 def current_principal() -> Principal:
     """The authenticated caller of the RPC being served."""
     return _principal.get()
@@ -98,7 +126,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     error: BaseException) -> None:
         if isinstance(error, DomainError):
             status = to_status(error)
-        elif isinstance(error, _UNAVAILABLE_ERRORS):
+        elif _is_unavailable(error):
             log.warning("dependency unavailable", error=repr(error))
             status = plain_status(code_pb2.UNAVAILABLE,
                                   "a dependency of the service is unavailable; retry later",
