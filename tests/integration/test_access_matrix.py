@@ -85,6 +85,18 @@ async def _fresh_subscription(w: World) -> str:
     return sub.name
 
 
+async def _webhook_subscription(w: World) -> str:
+    # A loopback URL where nothing listens: deliveries fail and stay on this machine.
+    sub = await w.system.notifications.CreateSubscription(
+        npb.CreateSubscriptionRequest(subscription=npb.Subscription(
+            filter=npb.NotificationFilter(studies=[w.study]),
+            channel=npb.Channel(webhook=npb.WebhookChannel(
+                url="http://127.0.0.1:9/hook", secret="matrix-secret-0123456789"))),
+            subscription_id=unique("hook")),
+        metadata=w.metadata("sponsor_a"))
+    return sub.name
+
+
 def _jsonl_site() -> bytes:
     sid = unique("imp")
     return (f'{{"site_id": "{sid}", "display_name_en": "Import {sid}", '
@@ -154,6 +166,18 @@ async def _record_milestone(w: World) -> Message:
         actual_date=day("2026-01-05"), reason="access matrix")
 
 
+async def _deliveries(w: World) -> Message:
+    return npb.ListDeliveriesRequest(parent=await _webhook_subscription(w))
+
+
+async def _record_document(w: World) -> Message:
+    study = await _fresh_study(w, with_x=True)
+    return spb.RecordDocumentStatusRequest(
+        name=f"{study}/{w.site_x}/documents/protocol-signature-page", status=spb.RECEIVED,
+        version="1.0", uri="https://tmf.example/doc/1",
+        content_hash="sha256:" + "0" * 64, status_date=day("2026-01-05"))
+
+
 async def _update_study(w: World) -> Message:
     return spb.UpdateStudyRequest(study=spb.Study(name=await _fresh_study(w), title="Renamed"),
                                   update_mask=field_mask_pb2.FieldMask(paths=["title"]))
@@ -217,6 +241,12 @@ REQUESTS: dict[str, Builder] = {
     "sitenet.startup.v1.StartupTracker/RecordCountryApproval": _country_approval,
     "sitenet.startup.v1.StartupTracker/ListMilestoneHistory": _fixed(
         lambda w: spb.ListMilestoneHistoryRequest(parent=f"{w.study}/{w.site_x}")),
+    "sitenet.startup.v1.StartupTracker/ListSiteDocuments": _fixed(
+        lambda w: spb.ListSiteDocumentsRequest(parent=f"{w.study}/{w.site_x}")),
+    "sitenet.startup.v1.StartupTracker/RecordDocumentStatus": _record_document,
+    "sitenet.startup.v1.StartupTracker/GetDocumentSummary": _fixed(
+        lambda w: spb.GetDocumentSummaryRequest(name=w.study)),
+    "sitenet.notifications.v1.Notifications/ListDeliveries": _deliveries,
     "sitenet.startup.v1.StartupTracker/GetActivationSummary": _fixed(
         lambda w: spb.GetActivationSummaryRequest(name=w.study)),
     "sitenet.notifications.v1.Notifications/CreateSubscription": _create_subscription,

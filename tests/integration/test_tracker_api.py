@@ -143,9 +143,11 @@ async def test_update_study_with_mask_and_etag(shared_system: RunningSystem) -> 
     assert (after.title, after.etag) == ("Renamed", '"2"')
     audit = await system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
         parent=study.name), metadata=sponsor)
-    assert [e.milestone for e in audit.entries] == ["study"]  # refusals left no entry
-    assert '"Renamed"' in audit.entries[0].after_json
-    assert f'"{study.title}"' in audit.entries[0].before_json
+    # Its creation, then the one update: refusals left no entry.
+    assert [e.milestone for e in audit.entries] == ["study", "study"]
+    assert audit.entries[0].before_json == "{}"
+    assert '"Renamed"' in audit.entries[1].after_json
+    assert f'"{study.title}"' in audit.entries[1].before_json
 
 
 async def test_list_studies_scoping_paging_and_filters(shared_system: RunningSystem) -> None:
@@ -226,9 +228,9 @@ async def test_milestone_rules_refuse_and_change_nothing(shared_system: RunningS
     history = await system.tracker.ListMilestoneHistory(
         startup_pb2.ListMilestoneHistoryRequest(parent=name), metadata=system.admin)
     entries = [(e.milestone, e.reason) for e in history.entries]
-    assert entries == [("site-selected", ""), ("cda-executed", ""),
+    assert entries == [("study-site", ""), ("site-selected", ""), ("cda-executed", ""),
                        ("site-selected", "selection letter was dated 9 January")]
-    first, last = history.entries[0], history.entries[-1]
+    first, last = history.entries[1], history.entries[-1]
     assert '"2026-01-10"' in first.after_json and '"2026-01-10"' in last.before_json
     assert last.actor and last.role == "admin" and last.record_time.seconds > 0
     page = await system.tracker.ListMilestoneHistory(
@@ -332,9 +334,9 @@ async def test_country_approval_gates_activation(shared_system: RunningSystem) -
         metadata=system.admin), grpc.StatusCode.FAILED_PRECONDITION)
     audit = await system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
         parent=study.name), metadata=system.admin)
-    assert [(e.milestone, e.role) for e in audit.entries] == [("country-approval/KR",
-                                                                "sponsor")]
-    assert '"IND-2026-001"' in audit.entries[0].after_json
+    assert [(e.milestone, e.role) for e in audit.entries] == [
+        ("study", "admin"), ("country-approval/KR", "sponsor")]
+    assert '"IND-2026-001"' in audit.entries[1].after_json
     await fails(system.tracker.ListMilestoneHistory(startup_pb2.ListMilestoneHistoryRequest(
         parent=study.name), metadata=system.auth("site", sites=[ss.site.removeprefix("sites/")])),
         grpc.StatusCode.NOT_FOUND)

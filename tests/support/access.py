@@ -107,6 +107,13 @@ ACCESS: dict[str, Rule] = {
         _row("list the milestone history of S/X", OK, OK, NF, OK, NF, OK),
     "sitenet.startup.v1.StartupTracker/GetActivationSummary":
         _row("activation summary of S (a site user's: its own sites)", OK, OK, NF, OK, OK, OK),
+    "sitenet.startup.v1.StartupTracker/ListSiteDocuments":
+        _row("list the document checklist of S/X", OK, OK, NF, OK, NF, OK),
+    "sitenet.startup.v1.StartupTracker/RecordDocumentStatus":
+        _row("record X's signed protocol page RECEIVED in a new study of org A",
+             OK, OK, NF, OK, NF, PD),
+    "sitenet.startup.v1.StartupTracker/GetDocumentSummary":
+        _row("document summary of S", OK, OK, NF, OK, OK, OK),
     # --- sitenet.notifications.v1.Notifications: a subscription is its owner's (and
     # admin's); a caller subscribes and streams only what it may read ---
     "sitenet.notifications.v1.Notifications/CreateSubscription":
@@ -121,6 +128,8 @@ ACCESS: dict[str, Rule] = {
         _row("stream S at X (no subscription)", OK, OK, PD, OK, PD, OK),
     "sitenet.notifications.v1.Notifications/ListNotifications":
         _row("list notifications of sponsor A's subscription", OK, OK, NF, NF, NF, NF),
+    "sitenet.notifications.v1.Notifications/ListDeliveries":
+        _row("list deliveries of a new webhook subscription of sponsor A", OK, OK, NF, NF, NF, NF),
 }
 
 

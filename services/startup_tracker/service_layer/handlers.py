@@ -234,6 +234,9 @@ class StartupTrackerService:
             study = Study(study_id=study_id, details=valid, template_key=template.key,
                           template_choice=choice, create_time=now, update_time=now)
             await uow.studies.add(study)
+            # The record starts with the study itself (ICH E6(R3): who created it, when).
+            await uow.history.append(study_id, "", "study", {}, _study_dict(study),
+                                     principal.subject, principal.role.value, "", now)
             if request_id:
                 await uow.requests.remember(request_id, study.name)
             uow.emit(StudyCreated(study=study, actor=principal))
@@ -288,6 +291,10 @@ class StartupTrackerService:
             study_site = StudySite(study_id=study_id, site=site, create_time=now,
                                    update_time=now)
             await uow.study_sites.add(study_site)
+            await uow.history.append(study_id, site_id, "study-site", {},
+                                     {"site": site.name, "country_code": site.country_code,
+                                      "region_code": site.region_code},
+                                     principal.subject, principal.role.value, "", now)
             for doc in new_checklist(document_template_of(study, study_site), now).values():
                 await uow.documents.put(study_id, site_id, doc)
             if request_id:
