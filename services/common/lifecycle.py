@@ -35,6 +35,33 @@ class ServiceRuntime:
             stop: Callable[[], Awaitable[None]]) -> None:
         self._parts.append(Part(name, start, stop))
 
+    def add_periodic(self, name: str, action: Callable[[], Awaitable[object]],
+                     interval_s: float) -> None:
+        """A part that runs `action` every `interval_s`; a failed round (the database
+        away, say) is logged and tried again at the next tick."""
+        task: asyncio.Task[None] | None = None
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await action()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("periodic task failed; retrying at the next tick", part=name)
+                await asyncio.sleep(interval_s)
+
+        async def start() -> None:
+            nonlocal task
+            task = asyncio.create_task(loop(), name=name)
+
+        async def stop() -> None:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        self.add(name, start, stop)
+
     async def start(self) -> None:
         for part in self._parts:
             await part.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,33 +42,6 @@ class NotificationsApp:
     webhooks: WebhookWorker
 
 
-class AlertTimer:
-    """Raises the alerts of time passing (overdue, blocked too long) every interval."""
-
-    def __init__(self, service: NotificationsService, interval_s: float) -> None:
-        self._service = service
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="alert timer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._service.check_alerts(now=dt.datetime.now(dt.UTC))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # database away, say: the next tick tries again
-                log.exception("alert check failed; retrying at the next tick")
-            await asyncio.sleep(self._interval_s)
-
-
 def build(settings: Settings) -> NotificationsApp:
     engine = create_engine(settings.database_url(SERVICE))
 
@@ -91,7 +63,6 @@ def build(settings: Settings) -> NotificationsApp:
                     timeout_s=settings.webhook_timeout_s),
         poll_interval_s=settings.webhook_poll_interval_s,
         concurrency=settings.webhook_concurrency)
-    alerts = AlertTimer(service, settings.alert_check_interval_s)
 
     async def on_event(envelope: Envelope) -> None:
         message = decode(envelope.type, envelope.data)
@@ -130,6 +101,9 @@ def build(settings: Settings) -> NotificationsApp:
 
     # After the gRPC server: they stop first, before the database is disposed.
     runtime.add("webhook worker", start_webhooks, stop_webhooks)
-    runtime.add("alert timer", alerts.start, alerts.stop)
+    # The alerts of time passing (overdue, blocked too long).
+    runtime.add_periodic("alert timer",
+                         lambda: service.check_alerts(now=dt.datetime.now(dt.UTC)),
+                         settings.alert_check_interval_s)
     return NotificationsApp(runtime=runtime, server=server, consumer=consumer, service=service,
                             webhooks=webhooks)

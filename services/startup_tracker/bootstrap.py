@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,34 +74,12 @@ def build(settings: Settings) -> StartupTrackerApp:
     runtime = assemble(settings=settings, service=SERVICE, engine=engine, migrations=MIGRATIONS,
                        topics=[topics.STUDIES, topics.SITES], server=server, relay=relay,
                        publisher=publisher, consumer=consumer)
-    runtime.add("document-check", *document_check(service, settings))
+    # Document reminders, and the greenlight withdrawn when a required document expires
+    # (each reminder once).
+    runtime.add_periodic(
+        "document-check",
+        lambda: service.check_documents(settings.document_expiry_warning_days,
+                                        settings.document_outstanding_days),
+        settings.document_check_interval_s)
     return StartupTrackerApp(runtime=runtime, server=server, relay=relay, consumer=consumer,
                              service=service)
-
-
-def document_check(service: StartupTrackerService, settings: Settings
-                   ) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """Start and stop of the timer that raises document reminders and withdraws the
-    greenlight of sites whose required document expired (each reminder once)."""
-    task: asyncio.Task[None] | None = None
-
-    async def loop() -> None:
-        while True:
-            try:
-                await service.check_documents(settings.document_expiry_warning_days,
-                                              settings.document_outstanding_days)
-            except Exception:  # a failed round is retried at the next tick
-                log.exception("document check failed")
-            await asyncio.sleep(settings.document_check_interval_s)
-
-    async def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(loop(), name="document-check")
-
-    async def stop() -> None:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return start, stop

@@ -74,6 +74,20 @@ def _reason(reason: str, required: bool) -> str:
     return text
 
 
+
+async def _site_to_change(uow: RegistryUnitOfWork, site_id: str, etag: str,
+                          request_id: str) -> tuple[Site, bool]:
+    """The site a change applies to, checked against the caller's etag; `True` when the
+    request id was answered before (AIP-155: the retry gets the site as it is)."""
+    current = await uow.sites.get(site_id)
+    if current is None:
+        raise NotFound(f"sites/{site_id}")
+    if request_id and await uow.requests.seen(request_id):
+        return current, True
+    if etag and etag != current.etag:
+        raise EtagMismatch(current.name)
+    return current, False
+
 class SiteRegistryService:
     def __init__(self, unit_of_work: Callable[[], RegistryUnitOfWork]) -> None:
         self._uow = unit_of_work
@@ -142,15 +156,9 @@ class SiteRegistryService:
                 for p in unknown])
         changes = {p: values.get(p) for p in paths}
         async with self._uow() as uow:
-            if request_id and await uow.requests.seen(request_id):
-                site = await uow.sites.get(site_id)
-                if site is not None:
-                    return site
-            current = await uow.sites.get(site_id)
-            if current is None:
-                raise NotFound(f"sites/{site_id}")
-            if etag and etag != current.etag:
-                raise EtagMismatch(current.name)
+            current, replayed = await _site_to_change(uow, site_id, etag, request_id)
+            if replayed:
+                return current
             try:
                 updated, changed = current.updated(changes, datetime.now(UTC))
             except ValidationError as exc:
@@ -181,15 +189,9 @@ class SiteRegistryService:
         _require_admin(principal)
         reason = _reason(reason, required=True)
         async with self._uow() as uow:
-            if request_id and await uow.requests.seen(request_id):
-                site = await uow.sites.get(site_id)
-                if site is not None:
-                    return site
-            current = await uow.sites.get(site_id)
-            if current is None:
-                raise NotFound(f"sites/{site_id}")
-            if etag and etag != current.etag:
-                raise EtagMismatch(current.name)
+            current, replayed = await _site_to_change(uow, site_id, etag, request_id)
+            if replayed:
+                return current
             changed = current.transitioned(transition, reason, datetime.now(UTC))
             if not await uow.sites.save(changed, expected_version=current.version):
                 raise EtagMismatch(current.name)
