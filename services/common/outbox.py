@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.database import transaction
 from services.common.events import Envelope
 from services.common.metrics import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
 
@@ -165,7 +166,7 @@ class OutboxRelay:
             pass
 
     async def backlog(self) -> int:
-        async with self._engine.connect() as conn:
+        async with transaction(self._engine) as conn:
             result = await conn.execute(
                 select(func.count()).select_from(self._outbox).where(
                     self._outbox.c.published_at.is_(None)
@@ -209,7 +210,7 @@ class OutboxRelay:
 
     async def _relay_skip_locked(self) -> int:
         o = self._outbox
-        async with self._engine.begin() as conn:
+        async with transaction(self._engine) as conn:
             elected = await conn.execute(
                 select(func.pg_try_advisory_xact_lock(self._advisory_key)))
             if not elected.scalar_one():
@@ -232,7 +233,7 @@ class OutboxRelay:
         if not await self._take_lease():
             return 0
         o = self._outbox
-        async with self._engine.connect() as conn:
+        async with transaction(self._engine) as conn:
             rows = (
                 await conn.execute(
                     select(o)
@@ -241,20 +242,19 @@ class OutboxRelay:
                     .limit(self._batch_size)
                 )
             ).all()
-            await conn.rollback()
         if not rows:
             return 0
         # Publish outside any transaction: SQLite has one writer, and a slow or absent
         # broker must not hold up the service's own writes. The lease keeps it ours.
         await self._publisher.publish(self._envelopes(rows))
-        async with self._engine.begin() as conn:
+        async with transaction(self._engine) as conn:
             await self._mark(conn, rows)
         return len(rows)
 
     async def _take_lease(self) -> bool:
         now = datetime.now(UTC)
         lease = self._lease
-        async with self._engine.begin() as conn:
+        async with transaction(self._engine) as conn:
             await conn.execute(
                 sqlite_insert(lease)
                 .values(id=1, holder=self._holder, expires_at=now)

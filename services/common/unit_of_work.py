@@ -4,6 +4,7 @@ the events the use case emitted go into the outbox in that same transaction.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -12,6 +13,7 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import outbox
+from services.common.database import transaction_turn
 from services.common.events import Envelope
 
 
@@ -54,6 +56,7 @@ class SqlUnitOfWork:
         self._on_commit = on_commit
         self._events: list[Any] = []
         self._connection: AsyncConnection | None = None
+        self._turn: contextlib.AsyncExitStack | None = None
 
     @property
     def connection(self) -> AsyncConnection:
@@ -65,19 +68,23 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._events = []
-        self._connection = await self._engine.connect()
-        await self._connection.begin()
-        self._open()
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(transaction_turn(self._engine))
+            self._connection = await stack.enter_async_context(self._engine.connect())
+            await self._connection.begin()
+            self._open()
+            self._turn = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._connection is not None
+        assert self._connection is not None and self._turn is not None
         try:
             if self._connection.in_transaction():
                 await self._connection.rollback()
         finally:
-            await self._connection.close()
             self._connection = None
+            turn, self._turn = self._turn, None
+            await turn.aclose()  # closes the connection, then ends the turn
 
     def emit(self, event: Any) -> None:
         self._events.append(event)
