@@ -84,6 +84,11 @@ class JwksFile:
         self._stamp, self._keys = stamp, keys
         log.info("JWKS reloaded", path=str(self._path), keys=len(keys))
 
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever the keys do (read again first if the file has changed)."""
+        self._refresh()
+        return self._stamp
+
     def keys_for(self, kid: str | None) -> list[Any]:
         self._refresh()
         chosen = [key for key_id, key in self._keys if kid is not None and key_id == kid]
@@ -105,6 +110,11 @@ class KeySet:
     def hmac(cls, secret: str, previous: Sequence[str] = ()) -> KeySet:
         """Sign with `secret`; accept it and the `previous` ones (a rotation in progress)."""
         return cls(SigningKey(HS256, secret, hmac_kid(secret)), hmac_secrets=[secret, *previous])
+
+    def generation(self) -> object:
+        """Equal while the accepted keys are the same: HMAC secrets are fixed for the
+        life of the process, a JWKS file may change under it."""
+        return self._jwks.generation() if self._jwks is not None else None
 
     def keys_for(self, algorithm: str, kid: str | None) -> list[Any]:
         """The keys to try for a token: the one its `kid` names, else every candidate
