@@ -1,15 +1,17 @@
 """Consuming our topics with faust-streaming: one place for the app settings that
 the measurements in DESIGN.md call for, and for turning records into envelopes.
 
-Handlers hold the logic; the faust agent only retries them. Processing is
-at-least-once (faust's exactly-once mode has open bugs), so every handler must
+Handlers hold the logic; the faust agent only retries them. Records come in
+batches (what has arrived, up to `BATCH_MAX`), so a handler may take many in one
+transaction; offsets are acknowledged only after the handler returns. Processing
+is at-least-once (faust's exactly-once mode has open bugs), so every handler must
 be idempotent (see `services.common.inbox`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,18 @@ from services.common.metrics import CONSUMER_LAG, EVENT_HANDLER_RETRIES, EVENTS_
 log = structlog.get_logger(__name__)
 
 EnvelopeHandler = Callable[[Envelope], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Envelope]], Awaitable[None]]
+
+# A batch is at most this many records.
+BATCH_MAX = 200
+
+
+def one_at_a_time(handler: EnvelopeHandler) -> BatchHandler:
+    """For a handler that takes each event on its own."""
+    async def each(envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            await handler(envelope)
+    return each
 
 
 class PoisonEvent(Exception):
@@ -49,6 +63,67 @@ def _low_latency_transport(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transp
     return Transport
 
 
+async def take_available(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
+    """The events of a faust stream in batches: what has arrived by the time the last
+    batch is done, up to `max_`, acknowledged after the caller is done with the batch.
+
+    faust's own `Stream.take_events` waits a fixed `within` for every batch, even one
+    event, and wakes that often when idle: at 5 ms that was 9% of the notification
+    service's CPU, and at 20 ms it would add 10 ms to every notification. This is that
+    method (faust-streaming 0.15, pinned) with the timer replaced by "take what the
+    consumer has already fetched": a batch grows with the load and waits for nothing.
+    """
+    events: list[Any] = []
+    arrived = asyncio.Event()
+    room = asyncio.Event()  # clear while the caller has a batch: the next one waits
+    room.set()
+
+    async def add(value: Any) -> Any:
+        try:
+            while not room.is_set() or len(events) >= max_:
+                await room.wait()
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_available found no current event")
+            events.append(event)
+            arrived.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await stream.crash(exc)
+        return value
+
+    acks = stream.enable_acks
+    stream.enable_acks = False  # acked below, once the batch is done
+    stream.add_processor(add)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(arrived)
+            if not events:
+                continue
+            # Let the consumer hand over what it has already fetched: one turn of the
+            # loop at a time, for as long as the batch keeps growing.
+            size = 0
+            while size != len(events) < max_:
+                size = len(events)
+                await asyncio.sleep(0)
+            room.clear()
+            batch = list(events)
+            try:
+                yield batch
+            finally:
+                del events[:len(batch)]
+                if not events:
+                    arrived.clear()
+                for event in batch:
+                    await stream.ack(event)
+                room.set()
+    finally:
+        stream.enable_acks = acks
+        stream._processors.remove(add)
+
+
 class _App(faust.App):
     transport_class: type[faust_aiokafka.Transport]
 
@@ -57,7 +132,8 @@ class _App(faust.App):
 
 
 class EventConsumer:
-    """A faust app in this process that feeds each record of `topics` to `handler`."""
+    """A faust app in this process that feeds the records of `topics` to `handler`,
+    a batch at a time, in order within each partition."""
 
     def __init__(
         self,
@@ -65,7 +141,7 @@ class EventConsumer:
         group_id: str,
         bootstrap: str,
         topics: Sequence[str],
-        handler: EnvelopeHandler,
+        handler: BatchHandler,
         data_dir: Path,
         session_timeout_s: float = 3.0,
         fetch_max_wait_ms: int = 20,
@@ -96,41 +172,52 @@ class EventConsumer:
                             key_serializer="raw", value_serializer="raw")
 
         async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                await self._process(
-                    message.topic, message.key, message.value, list(message.headers or [])
-                )
-                self._record_lag(message.tp, message.offset)
+            async for events in take_available(stream, BATCH_MAX):
+                await self._process([event.message for event in events])
+                for event in events:
+                    self._record_lag(event.message.tp, event.message.offset)
 
         app.agent(channel, name=f"{group_id}.events")(agent)
 
-    async def _process(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]]) -> None:
-        try:
-            envelope = Envelope.from_record(topic, key, value, headers)
-        except ValueError as exc:
-            log.error("skipping record that is not a sitenet event", topic=topic, error=str(exc))
-            EVENTS_PROCESSED.labels(self._group_id, topic, "skipped").inc()
-            return
+    async def _process(self, messages: Iterable[Any]) -> None:
+        envelopes: list[Envelope] = []
+        for message in messages:
+            try:
+                envelopes.append(Envelope.from_record(message.topic, message.key, message.value,
+                                                      list(message.headers or [])))
+            except ValueError as exc:
+                log.error("skipping record that is not a sitenet event", topic=message.topic,
+                          error=str(exc))
+                EVENTS_PROCESSED.labels(self._group_id, message.topic, "skipped").inc()
+        if envelopes:
+            await self._handle(envelopes)
+
+    async def _handle(self, envelopes: Sequence[Envelope]) -> None:
         delay = 0.1
         while True:
             try:
-                await self._handler(envelope)
-                self.processed_total += 1
-                EVENTS_PROCESSED.labels(self._group_id, topic, "ok").inc()
+                await self._handler(envelopes)
+                self.processed_total += len(envelopes)
+                for envelope in envelopes:
+                    EVENTS_PROCESSED.labels(self._group_id, envelope.topic, "ok").inc()
                 return
             except PoisonEvent as exc:
-                log.error("skipping event that cannot be processed", event_id=envelope.id,
-                          ce_type=envelope.type, error=str(exc))
-                EVENTS_PROCESSED.labels(self._group_id, topic, "poison").inc()
+                if len(envelopes) > 1:
+                    # Find it: the others go through one by one (handlers are idempotent).
+                    for envelope in envelopes:
+                        await self._handle([envelope])
+                    return
+                log.error("skipping event that cannot be processed", event_id=envelopes[0].id,
+                          ce_type=envelopes[0].type, error=str(exc))
+                EVENTS_PROCESSED.labels(self._group_id, envelopes[0].topic, "poison").inc()
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database down, say: retry the same event, in order
-                log.warning("event handler failed; retrying", event_id=envelope.id,
-                            error=repr(exc), retry_in_s=delay)
-                EVENT_HANDLER_RETRIES.labels(self._group_id, topic).inc()
+            except Exception as exc:  # database down, say: retry the same events, in order
+                log.warning("event handler failed; retrying", event_id=envelopes[0].id,
+                            events=len(envelopes), error=repr(exc), retry_in_s=delay)
+                for envelope in envelopes:
+                    EVENT_HANDLER_RETRIES.labels(self._group_id, envelope.topic).inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

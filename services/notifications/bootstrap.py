@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from services.notifications.adapters.event_codec import decode, encode_alert, fa
 from services.notifications.adapters.unit_of_work import NotificationsSqlUnitOfWork
 from services.notifications.adapters.webhook_sender import HttpxWebhookSender
 from services.notifications.entrypoints.grpc_api import NotificationsServicer
-from services.notifications.service_layer.handlers import NotificationsService
+from services.notifications.service_layer.handlers import IncomingEvent, NotificationsService
 from services.notifications.service_layer.webhooks import RetryPolicy, WebhookWorker
 from sitenet.notifications.v1 import notifications_pb2_grpc
 
@@ -64,19 +65,22 @@ def build(settings: Settings) -> NotificationsApp:
         poll_interval_s=settings.webhook_poll_interval_s,
         concurrency=settings.webhook_concurrency)
 
-    async def on_event(envelope: Envelope) -> None:
-        message = decode(envelope.type, envelope.data)
-        if message is None:
-            return  # a newer event type: nothing to tell yet
-        await service.ingest(envelope.id, envelope.subject, envelope.time,
-                             facts_of(envelope.type, message), envelope.data)
+    async def on_events(envelopes: Sequence[Envelope]) -> None:
+        incoming = []
+        for envelope in envelopes:
+            message = decode(envelope.type, envelope.data)
+            if message is None:
+                continue  # a newer event type: nothing to tell yet
+            incoming.append(IncomingEvent(envelope.id, envelope.subject, envelope.time,
+                                          facts_of(envelope.type, message), envelope.data))
+        await service.ingest_batch(incoming)
 
     consumer = EventConsumer(
         group_id=settings.consumer_group(SERVICE),
         bootstrap=settings.bootstrap_servers,
         data_dir=settings.data_dir,
         topics=[settings.topic(topics.SITES.name), settings.topic(topics.STUDIES.name)],
-        handler=on_event,
+        handler=on_events,
         session_timeout_s=settings.kafka_session_timeout_s,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )

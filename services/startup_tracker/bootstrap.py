@@ -16,7 +16,7 @@ from services.common.lifecycle import ServiceRuntime
 from services.common.outbox import OutboxRelay
 from services.common.rpc.server import RpcServer, ServiceBinding
 from services.common.rpc.tls import server_credentials
-from services.common.stream import EventConsumer
+from services.common.stream import EventConsumer, one_at_a_time
 from services.common.tokens import token_service
 from services.startup_tracker.adapters import tables
 from services.startup_tracker.adapters.event_codec import TrackerEventCodec, site_replica_from
@@ -57,7 +57,7 @@ def build(settings: Settings) -> StartupTrackerApp:
         bootstrap=settings.bootstrap_servers,
         data_dir=settings.data_dir,
         topics=[settings.topic(topics.SITES.name)],
-        handler=on_registry_event,
+        handler=one_at_a_time(on_registry_event),
         session_timeout_s=settings.kafka_session_timeout_s,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
