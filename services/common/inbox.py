@@ -29,9 +29,8 @@ async def claim(conn: AsyncConnection, inbox: Table, event_id: str, ce_type: str
     seen = await conn.execute(select(inbox.c.event_id).where(inbox.c.event_id == event_id))
     if seen.first() is not None:
         return False
-    await conn.execute(
-        inbox.insert().values(event_id=event_id, ce_type=ce_type, processed_at=datetime.now(UTC))
-    )
+    await conn.execute(inbox.insert(), {"event_id": event_id, "ce_type": ce_type,
+                                        "processed_at": datetime.now(UTC)})
     return True
 
 

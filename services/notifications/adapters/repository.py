@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.identity import Principal, Role
@@ -83,7 +83,8 @@ class SqlNotificationLog:
             # commits late (replicas append concurrently). SQLite has one writer anyway.
             await self._conn.execute(text("SELECT pg_advisory_xact_lock(7310001)"))
         n = notification
-        result = await self._conn.execute(log_t.insert().values(
+        # Values as parameters: the statement's shape is cached, not rebuilt per event.
+        result = await self._conn.execute(log_t.insert(), dict(
             event_id=n.event_id, event_type=n.event_type, subject=n.subject, study=n.study,
             site=n.site, sponsor_org=n.sponsor_org, country_code=n.country_code,
             region_code=n.region_code, event_time=n.event_time, text_en=n.text_en,
@@ -266,6 +267,8 @@ class SqlDeliveryRepository:
 
 ss_t = alert_study_sites
 ms_t = alert_milestones
+_UPDATE_TRACKED = update(ms_t).where(ms_t.c.study_site == bindparam("b_study_site"),
+                                     ms_t.c.milestone == bindparam("b_milestone"))
 OPEN_STATUSES = ("PLANNED", "IN_PROGRESS")
 
 
@@ -304,9 +307,10 @@ class SqlAlertState:
                       due_date=milestone.due_date)
         if status in OPEN_STATUSES:
             # The common case in one statement: an alert already raised stays raised.
-            result = await self._conn.execute(update(ms_t).where(key).values(**values))
+            result = await self._conn.execute(_UPDATE_TRACKED, dict(
+                b_study_site=milestone.where.name, b_milestone=milestone.milestone, **values))
             if result.rowcount == 0:
-                await self._conn.execute(ms_t.insert().values(
+                await self._conn.execute(ms_t.insert(), dict(
                     study_site=milestone.where.name, milestone=milestone.milestone,
                     overdue_alerted=False, **values))
             return False

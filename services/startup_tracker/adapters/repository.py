@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.filtering import Node
@@ -141,9 +141,30 @@ class SqlStudyRepository:
         return [_study(r) for r in rows]
 
 
+# Built once: a statement whose values come as parameters is compiled once and found in
+# SQLAlchemy's cache by its shape, not rebuilt and re-keyed value by value on every call.
+_UPDATE_MILESTONE = update(milestones).where(
+    milestones.c.study_id == bindparam("b_study_id"),
+    milestones.c.site_id == bindparam("b_site_id"),
+    milestones.c.milestone == bindparam("b_milestone"))
+_MILESTONE_FIELDS = ("status", "baseline_date", "planned_date", "actual_date", "note",
+                     "update_time")
+
+
+def _milestone_row(study_site: StudySite, m: MilestoneRecord) -> dict[str, Any]:
+    assert m.status is not None
+    return {"study_id": study_site.study_id, "site_id": study_site.site.site_id,
+            "milestone": m.key, "status": m.status.value, "baseline_date": m.baseline_date,
+            "planned_date": m.planned_date, "actual_date": m.actual_date, "note": m.note,
+            "update_time": m.update_time or study_site.update_time}
+
+
 class SqlStudySiteRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        # The milestones as loaded in this transaction, so `save` writes only what changed
+        # (a study-site has a dozen or more; a change touches one or two).
+        self._loaded: dict[tuple[str, str], dict[str, MilestoneRecord]] = {}
 
     async def _load(self, rows: list[Any]) -> list[StudySite]:
         if not rows:
@@ -161,6 +182,8 @@ class SqlStudySiteRepository:
                 key=m.milestone, status=MilestoneStatus(m.status),
                 baseline_date=m.baseline_date, planned_date=m.planned_date,
                 actual_date=m.actual_date, note=m.note, update_time=_utc(m.update_time))
+        for r in rows:
+            self._loaded[(r.study_id, r.site_id)] = dict(by_site.get((r.study_id, r.site_id), {}))
         return [
             StudySite(study_id=r.study_id, site=replicas[r.site_id],
                       milestones=by_site.get((r.study_id, r.site_id), {}),
@@ -200,18 +223,31 @@ class SqlStudySiteRepository:
                 greenlight_reason=study_site.greenlight_reason))
         if not result.rowcount:
             return False
-        await self._conn.execute(delete(milestones).where(
-            milestones.c.study_id == study_site.study_id,
-            milestones.c.site_id == study_site.site.site_id))
-        records = [m for m in study_site.milestones.values() if m.status is not None]
-        if records:
-            await self._conn.execute(milestones.insert(), [
-                {"study_id": study_site.study_id, "site_id": study_site.site.site_id,
-                 "milestone": m.key, "status": m.status.value,  # type: ignore[union-attr]
-                 "baseline_date": m.baseline_date, "planned_date": m.planned_date,
-                 "actual_date": m.actual_date, "note": m.note,
-                 "update_time": m.update_time or study_site.update_time}
-                for m in records])
+        site_key = (study_site.study_id, study_site.site.site_id)
+        records = {k: m for k, m in study_site.milestones.items() if m.status is not None}
+        stored = self._loaded.get(site_key)
+        if stored is None:  # not loaded here: replace them all
+            await self._conn.execute(delete(milestones).where(
+                milestones.c.study_id == study_site.study_id,
+                milestones.c.site_id == study_site.site.site_id))
+            stored = {}
+        gone = [k for k in stored if k not in records]
+        if gone:
+            await self._conn.execute(delete(milestones).where(
+                milestones.c.study_id == study_site.study_id,
+                milestones.c.site_id == study_site.site.site_id,
+                milestones.c.milestone.in_(gone)))
+        changed = [_milestone_row(study_site, m) for k, m in records.items()
+                   if k in stored and stored[k] != m]
+        if changed:
+            await self._conn.execute(_UPDATE_MILESTONE, [
+                {"b_study_id": row["study_id"], "b_site_id": row["site_id"],
+                 "b_milestone": row["milestone"], **{f: row[f] for f in _MILESTONE_FIELDS}}
+                for row in changed])
+        added = [_milestone_row(study_site, m) for k, m in records.items() if k not in stored]
+        if added:
+            await self._conn.execute(insert(milestones), added)
+        self._loaded[site_key] = records
         return True
 
     async def all_of_study(self, study_id: str,
@@ -304,7 +340,7 @@ class SqlMilestoneHistory:
     async def append(self, study_id: str, site_id: str, key: str, before: dict[str, object],
                      after: dict[str, object], actor: str, role: str, reason: str,
                      record_time: datetime) -> None:
-        await self._conn.execute(milestone_history.insert().values(
+        await self._conn.execute(milestone_history.insert(), dict(
             study_id=study_id, site_id=site_id, milestone=key,
             before=json.dumps(before, ensure_ascii=False),
             after=json.dumps(after, ensure_ascii=False), actor=actor, role=role,
