@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common import topics
 from services.common.broker import EmbeddedBroker
-from services.common.config import Settings
+from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.kafka import ensure_topics
 from services.common.rpc.tls import aio_channel
@@ -43,13 +42,19 @@ from sitenet.startup.v1 import startup_pb2 as spb
 from sitenet.startup.v1 import startup_pb2_grpc
 from tests.conftest import free_port
 from tests.support.databases import POSTGRES_ADMIN_DSN
-from tests.support.faults import MILESTONE_RECORDED, Counts, milestone_events
+from tests.support.faults import (
+    MILESTONE_RECORDED,
+    Counts,
+    end_service,
+    milestone_events,
+    service_env,
+    start_service,
+)
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.scenario import add_study_site, create_site, create_study, day, eventually
 from tests.support.system import TEST_SECRET, RunningSystem, running_system
 
 OUTAGE_S = float(os.environ.get("SITENET_FAULT_OUTAGE_S", "5"))
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _milestone(study_site: str, reason: str) -> spb.RecordMilestoneRequest:
@@ -125,25 +130,12 @@ async def test_milestones_recorded_while_the_broker_is_down_are_delivered_once(
 # --- b. the tracker killed with SIGKILL mid-write and mid-relay ---------------------------
 
 def _tracker_env(settings: Settings, port: int, database: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SITENET_")}
-    env.update({
-        "SITENET_DATA_DIR": str(database.parent),
-        "SITENET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "SITENET_TOPIC_PREFIX": settings.topic_prefix,
-        "SITENET_TRACKER_PORT": str(port),
-        "SITENET_TRACKER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SITENET_JWT_SECRET": TEST_SECRET,
-        "SITENET_RELAY_POLL_INTERVAL_S": "0.2",
-        "SITENET_LOG_LEVEL": "WARNING",
-    })
-    return env
+    return service_env(settings, ServiceName.STARTUP_TRACKER, port,
+                       f"sqlite+aiosqlite:///{database}", database.parent)
 
 
 def _start_tracker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve", "startup-tracker"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return start_service(ServiceName.STARTUP_TRACKER, env, log)
 
 
 async def _ready(stub: startup_pb2_grpc.StartupTrackerStub, auth: list[tuple[str, str]],
@@ -264,12 +256,7 @@ async def test_a_tracker_killed_mid_write_loses_nothing_acknowledged(
         # A consumer that dedupes by event id sees every stored change exactly once.
         assert sorted(distinct.values()) == sorted(stored)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        end_service(process)
         await channel.close()
         await registry.runtime.stop()
 
