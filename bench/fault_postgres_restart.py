@@ -15,7 +15,11 @@ status, of acknowledged writes and of those found in the history afterwards, and
 1 if any call ended in INTERNAL or UNKNOWN, if an acknowledged write is missing, or if
 calls do not succeed again after the restart.
 
-The automated equivalent that needs no restart (connections terminated with
+A server of your own for it: `.venv/bin/python -m tests.support.private_postgres` starts
+one in a temporary directory and prints its --dsn and --restart. The automated test
+that restarts such a server is
+tests/integration/test_faults.py::test_postgres_restarted_under_load_fails_cleanly_and_recovers;
+the one that needs no restart (connections terminated with
 pg_terminate_backend on the shared test server) is
 tests/integration/test_faults.py::test_cut_database_connections_fail_cleanly_and_recover.
 """
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -50,8 +53,6 @@ def _arguments() -> argparse.Namespace:
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, directory: Path) -> int:
-    # Read by tests.support.databases at import: the throwaway databases go to --dsn.
-    os.environ["SITENET_TEST_POSTGRES_DSN"] = args.dsn
     import grpc
 
     from sitenet.startup.v1 import startup_pb2 as spb
@@ -60,7 +61,9 @@ async def _run(args: argparse.Namespace, bootstrap: str, directory: Path) -> int
 
     codes: Counter[str] = Counter()
     acknowledged: list[tuple[str, str]] = []
-    async with running_system("postgres", bootstrap, directory) as system:
+    # The throwaway databases go to the server of --dsn.
+    async with running_system("postgres", bootstrap, directory,
+                              postgres_dsn=args.dsn) as system:
         study = await create_study(system)
         study_sites = []
         for _ in range(args.writers):
@@ -122,7 +125,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, directory: Path) -> int
                 history = await system.tracker.ListMilestoneHistory(
                     spb.ListMilestoneHistoryRequest(parent=ss, page_size=1000),
                     metadata=system.admin)
-                stored |= {(ss, e.reason) for e in history.entries}
+                stored |= {(ss, e.reason) for e in history.entries
+                           if e.milestone != "study-site"}  # not the site's joining entry
     missing = [a for a in acknowledged if a not in stored]
     bad = {k: v for k, v in codes.items() if k.endswith(("INTERNAL", "UNKNOWN"))}
     print("calls by outcome:", dict(sorted(codes.items())))
@@ -136,7 +140,12 @@ async def _run(args: argparse.Namespace, bootstrap: str, directory: Path) -> int
 def main() -> int:
     args = _arguments()
     from services.common.broker import EmbeddedBroker
+    from services.common.logs import configure_logging
     from tests.conftest import free_port
+
+    # As `sitenet serve` logs (JSON, warnings and up, to stderr): structlog's default would
+    # draw each traceback with rich, holding the services' event loop for seconds.
+    configure_logging("fault-bench", "WARNING")
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -9,11 +9,27 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from services.common.broker import EmbeddedBroker
+from tests.support.private_postgres import PrivatePostgres, Unavailable
 from tests.support.system import RunningSystem, running_system
 
 BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plain_log_tracebacks() -> None:
+    """The services log through structlog, which nothing configures in the test process;
+    its default console renderer draws each traceback with rich, locals and all. On these
+    2-core machines one such line held the event loop -- and with it every service under
+    test -- for up to 2.9 s (seen in the PostgreSQL restart test). Plain tracebacks, as
+    services/common/logs.py writes them in production."""
+    processors = list(structlog.get_config()["processors"])
+    if processors and isinstance(processors[-1], structlog.dev.ConsoleRenderer):
+        processors[-1] = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)
+        structlog.configure(processors=processors)
 
 
 def free_port() -> int:
@@ -32,6 +48,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker("127.0.0.1", free_port(), log) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own (free port, temporary directory), started;
+    for faults the shared server must not see (a restart). Skips without initdb."""
+    try:
+        server = PrivatePostgres.create()
+    except Unavailable as exc:
+        pytest.skip(f"no private PostgreSQL server here: {exc}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,24 +1,43 @@
 """Streams and subscriptions through gRPC against the real broker, on SQLite and
-PostgreSQL: cursors, reconnects, duplicates, slow readers, restarts, permissions."""
+PostgreSQL: cursors, reconnects, duplicates, slow readers, restarts (graceful, and a
+SIGKILL of the service's process), permissions."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
 
 from services.common import topics
+from services.common.config import ServiceName, Settings
 from services.common.events import Envelope
+from services.common.identity import Role
+from services.common.rpc.tls import aio_channel
+from services.common.tokens import TokenService
 from services.notifications.bootstrap import build as build_notifications
+from services.site_registry.bootstrap import build as build_registry
+from services.startup_tracker.bootstrap import build as build_tracker
 from sitenet.events.v1 import events_pb2
 from sitenet.notifications.v1 import notifications_pb2 as npb
 from sitenet.notifications.v1 import notifications_pb2_grpc
-from tests.support.notify import eventually, plan, publish, stream
-from tests.support.scenario import add_study_site, create_site, create_study, unique
-from tests.support.system import RunningSystem
+from sitenet.registry.v1 import registry_pb2 as rpb
+from sitenet.registry.v1 import registry_pb2_grpc
+from sitenet.startup.v1 import startup_pb2 as spb
+from sitenet.startup.v1 import startup_pb2_grpc
+from tests.conftest import free_port
+from tests.support.databases import database
+from tests.support.faults import Counts, end_service, milestone_events, service_env, start_service
+from tests.support.notify import Collector, eventually, plan, publish, stream
+from tests.support.scenario import add_study_site, create_site, create_study, day, unique
+from tests.support.system import TEST_SECRET, RunningSystem
 
 MILESTONE = "sitenet.events.v1.MilestoneRecorded"
 
@@ -262,3 +281,158 @@ async def test_restart_in_the_middle_of_a_stream_of_events(system: RunningSystem
         after = events_pb2.MilestoneRecorded.FromString(n.event.value).after.planned_date
         days.append(f"{after.year}-{after.month:02d}-{after.day:02d}")
     assert days == planned  # nothing lost, nothing twice, in order
+
+
+async def test_killed_with_sigkill_mid_stream_a_client_resumes_by_cursor_with_no_gap_or_repeat(
+        backend: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The notification service as its own process (`sitenet serve notifications`),
+    SIGKILLed while a client streams and milestones keep being recorded; restarted on the
+    same database, the client reconnects with its last cursor. Prints the counts:
+
+        .venv/bin/pytest -s tests/e2e/test_notification_streams.py -k sigkill
+    """
+    settings = Settings(
+        data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.", registry_port=0, tracker_port=0,
+        registry_database_url=f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}",
+        tracker_database_url=f"sqlite+aiosqlite:///{tmp_path / 'tracker.db'}",
+        jwt_secret=TEST_SECRET, relay_poll_interval_s=0.2)
+    registry, tracker = build_registry(settings), build_tracker(settings)
+    await asyncio.gather(registry.runtime.start(), tracker.runtime.start())
+    auth = [("authorization", "Bearer " + TokenService(
+        TEST_SECRET, settings.jwt_issuer, settings.jwt_audience).issue(Role.ADMIN,
+                                                                        subject="writer"))]
+    port = free_port()
+    channels = [aio_channel(f"127.0.0.1:{p}", None)
+                for p in (registry.server.port, tracker.server.port, port)]
+    registry_stub = registry_pb2_grpc.SiteRegistryStub(channels[0])
+    tracker_stub = startup_pb2_grpc.StartupTrackerStub(channels[1])
+    notifications = notifications_pb2_grpc.NotificationsStub(channels[2])
+    process: subprocess.Popen[bytes] | None = None
+    writing: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+    try:
+        async with database(backend, tmp_path, "notifications") as url:
+            data_dir = tmp_path / "notifications"
+            # Made here: faust creates only the last level of its directory in it (with
+            # PostgreSQL nothing else would make it).
+            data_dir.mkdir()
+            env = service_env(settings, ServiceName.NOTIFICATIONS, port, url, data_dir)
+            log = tmp_path / "notifications.log"
+            process = start_service(ServiceName.NOTIFICATIONS, env, log)
+            launched_at = time.monotonic()
+
+            study = (await tracker_stub.CreateStudy(spb.CreateStudyRequest(
+                study_id=unique("killed"), study=spb.Study(
+                    protocol_number="KILL-1", title="Killed mid-stream", sponsor_org="acme",
+                    phase=spb.PHASE_2, country_codes=["KR"])), metadata=auth)).name
+            site = await registry_stub.CreateSite(rpb.CreateSiteRequest(
+                site_id=unique("kill"), site=rpb.Site(
+                    display_name_en="Kill", country_code="KR", region_code="KR-11",
+                    city="Seoul")), metadata=auth)
+            study_site = await _add_when_replicated(tracker_stub, auth, study, site.name)
+            await _serving(notifications, auth)
+            first_start_s = time.monotonic() - launched_at
+
+            counts = Counts()
+
+            async def write() -> None:  # one writer: its acknowledgements are the order
+                while not stop.is_set():
+                    reason = f"r{counts.sent}"
+                    counts.sent += 1
+                    await tracker_stub.RecordMilestone(spb.RecordMilestoneRequest(
+                        study_site=study_site, milestone="site-selected", status=spb.DONE,
+                        actual_date=day("2026-01-05"), reason=reason, note=reason),
+                        metadata=auth, timeout=10)
+                    counts.acknowledged.append(reason)
+                    await asyncio.sleep(0.03)
+
+            def follow(cursor: str) -> Collector:
+                return Collector(notifications.StreamNotifications(
+                    npb.StreamNotificationsRequest(cursor=cursor, filter=npb.NotificationFilter(
+                        studies=[study], event_types=[MILESTONE])), metadata=auth))
+
+            first = follow("0")
+            writing = asyncio.create_task(write())
+            await first.wait_for(15, timeout_s=60)
+            os.kill(process.pid, signal.SIGKILL)  # mid-stream, mid-write
+            killed_at = time.monotonic()
+            await asyncio.to_thread(process.wait, 10)
+            sent_at_kill = counts.sent
+            error = await first.ended()  # the stream breaks off: the client sees it
+            before = list(first.items)
+            assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+            await asyncio.sleep(1.0)  # down; the tracker goes on recording
+            process = start_service(ServiceName.NOTIFICATIONS, env, log)
+            await _serving(notifications, auth)
+            serving_at = time.monotonic()
+            sent_while_down = counts.sent - sent_at_kill
+            second = follow(before[-1].cursor)
+            await asyncio.sleep(1.5)  # and after the restart
+            stop.set()
+            await writing
+            await second.wait_for(len(counts.acknowledged) - len(before), timeout_s=90)
+            caught_up_at = time.monotonic()
+            await asyncio.sleep(0.5)  # a repeat would arrive now
+            await second.close()
+
+            history = await tracker_stub.ListMilestoneHistory(spb.ListMilestoneHistoryRequest(
+                parent=study_site, page_size=1000), metadata=auth)
+            stored = [e.reason for e in history.entries if e.milestone != "study-site"]
+            events = await asyncio.to_thread(
+                milestone_events, kafka_bootstrap, settings.topic(topics.STUDIES.name),
+                f"{study}/", len(stored))
+            told = [events_pb2.MilestoneRecorded.FromString(n.event.value).reason
+                    for n in before + second.items]
+            counts.report(
+                f"notifications-sigkill-{backend}", first_start_ms=int(first_start_s * 1000),
+                down_ms=int((serving_at - killed_at) * 1000),
+                caught_up_ms=int((caught_up_at - serving_at) * 1000),
+                sent_while_down=sent_while_down,
+                stored=len(stored), published=len({i for i, _ in events}),
+                delivered_before_kill=len(before), delivered_after=len(second.items),
+                duplicates=len(told) - len(set(told)),
+                missing=len(set(counts.acknowledged) - set(told)))
+            assert stored == counts.acknowledged
+            assert told == counts.acknowledged  # no gap, no repeat, in order
+            cursors = [int(n.cursor) for n in before + second.items]
+            assert cursors == sorted(set(cursors))
+            assert len(before) < sent_at_kill  # the kill was mid-stream
+    finally:
+        stop.set()
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)
+        if process is not None:
+            await asyncio.to_thread(end_service, process)
+        for channel in channels:
+            await channel.close()
+        await asyncio.gather(registry.runtime.stop(), tracker.runtime.stop(),
+                             return_exceptions=True)
+
+
+async def _serving(stub: notifications_pb2_grpc.NotificationsStub,
+                   auth: list[tuple[str, str]], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await stub.ListSubscriptions(npb.ListSubscriptionsRequest(page_size=1),
+                                         metadata=auth, timeout=2)
+            return
+        except grpc.aio.AioRpcError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _add_when_replicated(stub: startup_pb2_grpc.StartupTrackerStub,
+                               auth: list[tuple[str, str]], study: str, site: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return (await stub.AddStudySite(spb.AddStudySiteRequest(parent=study, site=site),
+                                            metadata=auth)).name
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -1,6 +1,7 @@
 """Faults: the broker stopped while milestones are recorded, the tracker killed with SIGKILL
-mid-write and mid-relay, and the database's connections cut under load. Each scenario
-prints its counts (sent, acknowledged, stored, published, delivered):
+mid-write and mid-relay, the database's connections cut under load, and a PostgreSQL
+server (a private one) restarted under load. Each scenario prints its counts (sent,
+acknowledged, stored, published, delivered):
 
     .venv/bin/pytest -s tests/integration/test_faults.py
 
@@ -11,12 +12,13 @@ issue's figure: SITENET_FAULT_OUTAGE_S=30).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -27,24 +29,32 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common import topics
 from services.common.broker import EmbeddedBroker
-from services.common.config import Settings
+from services.common.config import ServiceName, Settings
 from services.common.identity import Role
 from services.common.kafka import ensure_topics
 from services.common.rpc.tls import aio_channel
 from services.common.tokens import TokenService
 from services.site_registry.bootstrap import build as build_registry
+from sitenet.notifications.v1 import notifications_pb2 as npb
 from sitenet.registry.v1 import registry_pb2 as rpb
 from sitenet.registry.v1 import registry_pb2_grpc
 from sitenet.startup.v1 import startup_pb2 as spb
 from sitenet.startup.v1 import startup_pb2_grpc
 from tests.conftest import free_port
 from tests.support.databases import POSTGRES_ADMIN_DSN
-from tests.support.faults import Counts, milestone_events
+from tests.support.faults import (
+    MILESTONE_RECORDED,
+    Counts,
+    end_service,
+    milestone_events,
+    service_env,
+    start_service,
+)
+from tests.support.private_postgres import PrivatePostgres
 from tests.support.scenario import add_study_site, create_site, create_study, day, eventually
-from tests.support.system import TEST_SECRET, running_system
+from tests.support.system import TEST_SECRET, RunningSystem, running_system
 
 OUTAGE_S = float(os.environ.get("SITENET_FAULT_OUTAGE_S", "5"))
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _milestone(study_site: str, reason: str) -> spb.RecordMilestoneRequest:
@@ -120,25 +130,12 @@ async def test_milestones_recorded_while_the_broker_is_down_are_delivered_once(
 # --- b. the tracker killed with SIGKILL mid-write and mid-relay ---------------------------
 
 def _tracker_env(settings: Settings, port: int, database: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SITENET_")}
-    env.update({
-        "SITENET_DATA_DIR": str(database.parent),
-        "SITENET_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "SITENET_TOPIC_PREFIX": settings.topic_prefix,
-        "SITENET_TRACKER_PORT": str(port),
-        "SITENET_TRACKER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "SITENET_JWT_SECRET": TEST_SECRET,
-        "SITENET_RELAY_POLL_INTERVAL_S": "0.2",
-        "SITENET_LOG_LEVEL": "WARNING",
-    })
-    return env
+    return service_env(settings, ServiceName.STARTUP_TRACKER, port,
+                       f"sqlite+aiosqlite:///{database}", database.parent)
 
 
 def _start_tracker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve", "startup-tracker"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return start_service(ServiceName.STARTUP_TRACKER, env, log)
 
 
 async def _ready(stub: startup_pb2_grpc.StartupTrackerStub, auth: list[tuple[str, str]],
@@ -259,12 +256,7 @@ async def test_a_tracker_killed_mid_write_loses_nothing_acknowledged(
         # A consumer that dedupes by event id sees every stored change exactly once.
         assert sorted(distinct.values()) == sorted(stored)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        end_service(process)
         await channel.close()
         await registry.runtime.stop()
 
@@ -331,3 +323,191 @@ async def test_cut_database_connections_fail_cleanly_and_recover(
             spb.ListMilestoneHistoryRequest(parent=ss.name, page_size=1000),
             metadata=system.admin)
         assert set(counts.acknowledged) <= {e.reason for e in history.entries}
+
+
+# --- d. PostgreSQL restarted under load (a server of the test's own) ----------------------
+
+async def _follow(system: RunningSystem, study: str, delivered: list[npb.Notification],
+                  codes: Counter[str]) -> None:
+    """A StreamNotifications client that reconnects with its last cursor whenever the
+    stream ends with an error (the notification service's database went away)."""
+    cursor = "0"
+    while True:
+        call = system.notifications.StreamNotifications(npb.StreamNotificationsRequest(
+            cursor=cursor, filter=npb.NotificationFilter(
+                studies=[study], event_types=[MILESTONE_RECORDED])), metadata=system.admin)
+        try:
+            async for notification in call:
+                delivered.append(notification)
+                cursor = notification.cursor
+        except grpc.aio.AioRpcError as error:
+            codes[f"stream {error.code().name}"] += 1
+            await asyncio.sleep(0.2)
+        finally:
+            call.cancel()
+
+
+@pytest.mark.postgres
+async def test_postgres_restarted_under_load_fails_cleanly_and_recovers(
+        kafka_bootstrap: str, tmp_path: Path, private_postgres: PrivatePostgres) -> None:
+    async with running_system("postgres", kafka_bootstrap, tmp_path,
+                              postgres_dsn=private_postgres.dsn) as system:
+        study = (await create_study(system)).name
+        study_sites = []
+        for _ in range(3):
+            site = await create_site(system)
+            study_sites.append((await add_study_site(system, study, site.name)).name)
+        relay = system.tracker_app.relay
+        published_before = relay.published_total
+        counts = Counts()
+        codes: Counter[str] = Counter()
+        failed_writes: list[str] = []  # refused, yet perhaps committed before the cut
+        restarted_at: list[float] = []  # when the server accepted connections again
+        ok_after: Counter[str] = Counter()  # calls that succeeded after that
+        stop = asyncio.Event()
+        recovered = asyncio.Event()  # a write and a read succeeded after the restart
+
+        slowest: Counter[str] = Counter()  # longest call by outcome, in ms
+
+        def outcome(kind: str, code: str, began: float) -> None:
+            took = int((time.monotonic() - began) * 1000)
+            slowest[code] = max(slowest[code], took)
+            codes[f"{kind} {code}"] += 1
+            if code == "OK" and restarted_at:
+                ok_after[kind] += 1
+                if ok_after["write"] and ok_after["read"]:
+                    recovered.set()
+
+        async def writer(w: int, ss: str) -> None:
+            i = 0
+            while not stop.is_set():
+                reason = f"w{w}-{i}"
+                i += 1
+                counts.sent += 1
+                began = time.monotonic()
+                try:
+                    await system.tracker.RecordMilestone(_milestone(ss, reason),
+                                                         metadata=system.admin, timeout=10)
+                except grpc.aio.AioRpcError as error:
+                    counts.failed += 1
+                    failed_writes.append(reason)
+                    outcome("write", error.code().name, began)
+                    await asyncio.sleep(0.1)  # a client's retry pause
+                    continue
+                counts.acknowledged.append(reason)
+                outcome("write", "OK", began)
+
+        async def reader(r: int) -> None:
+            calls = [
+                lambda: system.tracker.GetStudySite(spb.GetStudySiteRequest(
+                    name=study_sites[r]), metadata=system.admin, timeout=10),
+                lambda: system.tracker.GetActivationSummary(spb.GetActivationSummaryRequest(
+                    name=study), metadata=system.admin, timeout=10),
+                lambda: system.registry.ListSites(rpb.ListSitesRequest(page_size=10),
+                                                  metadata=system.admin, timeout=10),
+            ]
+            i = 0
+            while not stop.is_set():
+                i += 1
+                began = time.monotonic()
+                try:
+                    await calls[i % len(calls)]()
+                except grpc.aio.AioRpcError as error:
+                    outcome("read", error.code().name, began)
+                    await asyncio.sleep(0.1)
+                    continue
+                outcome("read", "OK", began)
+                await asyncio.sleep(0.01)
+
+        lag_ms = [0]  # the longest the event loop (all three services) did not answer
+
+        async def watch_loop() -> None:
+            while True:
+                began = time.monotonic()
+                await asyncio.sleep(0.02)
+                lag_ms[0] = max(lag_ms[0], int((time.monotonic() - began - 0.02) * 1000))
+
+        watcher = asyncio.create_task(watch_loop())
+        delivered: list[npb.Notification] = []
+        follower = asyncio.create_task(_follow(system, study, delivered, codes))
+        tasks = [asyncio.create_task(writer(w, ss)) for w, ss in enumerate(study_sites)]
+        tasks += [asyncio.create_task(reader(r)) for r in range(2)]
+        try:
+            await asyncio.sleep(2.0)
+            assert codes["write OK"] > 0 and codes["read OK"] > 0
+            began = time.monotonic()
+            # Fast shutdown (sessions terminated), 2 s with nothing listening, start.
+            await asyncio.to_thread(private_postgres.restart, 2.0)
+            restarted_at.append(time.monotonic())
+            down_s = restarted_at[0] - began
+            # Recovery: the first write and read that succeed on the restarted server.
+            with contextlib.suppress(TimeoutError):  # if not, the asserts below say so
+                await asyncio.wait_for(recovered.wait(), timeout=20)
+            recovered_s = time.monotonic() - restarted_at[0]
+            await asyncio.sleep(2.0)  # load on the restarted server
+        finally:
+            stop.set()
+            watcher.cancel()
+            await asyncio.gather(*tasks, watcher, return_exceptions=True)
+
+        # Refusals are UNAVAILABLE (retry later), never INTERNAL or UNKNOWN; and the
+        # services were not restarted: calls succeed again on the same processes.
+        assert {k.split()[1] for k in codes} <= {"OK", "UNAVAILABLE"}, codes
+        assert counts.failed > 0, "the restart was not felt: nothing failed"
+        assert ok_after["write"] >= 3 and ok_after["read"] >= 3, (ok_after, codes)
+        for i in range(5):  # and each at the first try
+            reason = f"after-{i}"
+            await system.tracker.RecordMilestone(_milestone(study_sites[0], reason),
+                                                 metadata=system.admin, timeout=10)
+            counts.sent += 1
+            counts.acknowledged.append(reason)
+
+        # Every acknowledged write is in the history (fsync on: acknowledged is durable);
+        # a refused one may be too (committed, then the answer was cut), never twice.
+        stored: list[str] = []
+        for ss in study_sites:
+            history = await system.tracker.ListMilestoneHistory(
+                spb.ListMilestoneHistoryRequest(parent=ss, page_size=1000),
+                metadata=system.admin)
+            stored += [e.reason for e in history.entries if e.milestone != "study-site"]
+        assert set(counts.acknowledged) <= set(stored)
+        assert len(stored) == len(set(stored))
+        assert set(stored) - set(counts.acknowledged) <= set(failed_writes)
+
+        # The relay came through: the outbox drains, and the events on the topic are the
+        # stored changes (each once after dedupe by event id).
+        async def drained() -> bool:
+            return await relay.backlog() == 0
+
+        await eventually(drained, timeout_s=60)
+        events = await asyncio.to_thread(
+            milestone_events, kafka_bootstrap, system.settings.topic(topics.STUDIES.name),
+            f"{study}/", len(stored))
+        published = {i: r for i, r in events}
+        assert sorted(published.values()) == sorted(stored)
+
+        # The notification service (its database restarted too) told a reconnecting
+        # stream client every one of them, in order, none twice.
+        async def all_delivered() -> bool:
+            return len({n.event_id for n in delivered}) >= len(published)
+
+        try:
+            await eventually(all_delivered, timeout_s=60)
+            await asyncio.sleep(0.5)  # a repeat would arrive now
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        delivered_ids = [n.event_id for n in delivered]
+        counts.report(
+            "postgres-restart", down_ms=int(down_s * 1000), recovered_ms=int(recovered_s * 1000),
+            loop_lag_max_ms=lag_ms[0],
+            **{k.lower().replace(" ", "_"): v for k, v in sorted(codes.items())},
+            **{f"slowest_{k.lower()}_ms": v for k, v in slowest.items()},
+            stored=len(stored), stored_though_refused=len(set(stored) - set(counts.acknowledged)),
+            published=relay.published_total - published_before,
+            published_distinct=len(published), delivered=len(delivered),
+            delivered_distinct=len(set(delivered_ids)))
+        assert set(delivered_ids) == set(published)
+        assert len(delivered_ids) == len(set(delivered_ids))  # no repeat across reconnects
+        cursors = [int(n.cursor) for n in delivered]
+        assert cursors == sorted(cursors)

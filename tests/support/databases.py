@@ -21,19 +21,21 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A new, empty database; dropped afterwards. Yields an SQLAlchemy asyncpg URL."""
+async def postgres_database(admin_dsn: str | None = None) -> AsyncIterator[str]:
+    """A new, empty database on the server of `admin_dsn` (default: the local test
+    server); dropped afterwards. Yields an SQLAlchemy asyncpg URL."""
+    admin_dsn = admin_dsn or POSTGRES_ADMIN_DSN
     name = f"sitenet_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     try:
-        yield _with_database(POSTGRES_ADMIN_DSN, name).replace("postgresql://",
-                                                              "postgresql+asyncpg://")
+        yield _with_database(admin_dsn, name).replace("postgresql://",
+                                                     "postgresql+asyncpg://")
     finally:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        admin = await asyncpg.connect(admin_dsn)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
@@ -41,9 +43,11 @@ async def postgres_database() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def database(backend: str, directory: Path, service: str) -> AsyncIterator[str]:
+async def database(backend: str, directory: Path, service: str,
+                   postgres_dsn: str | None = None) -> AsyncIterator[str]:
+    """`postgres_dsn`: the admin DSN of the server to use (default: the local test server)."""
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{directory / f'{service}.db'}"
     else:
-        async with postgres_database() as url:
+        async with postgres_database(postgres_dsn) as url:
             yield url

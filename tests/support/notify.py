@@ -86,6 +86,11 @@ class Collector:
             await asyncio.sleep(0.02)
         return self.items
 
+    async def ended(self, timeout_s: float = 10.0) -> grpc.aio.AioRpcError | None:
+        """Wait until the call has ended (the server closed it, or it failed); the error."""
+        await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        return self.error
+
     async def close(self) -> None:
         self.call.cancel()
         self._task.cancel()

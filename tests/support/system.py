@@ -66,11 +66,13 @@ def _channel(port: int, settings: Settings) -> grpc.aio.Channel:
 
 @asynccontextmanager
 async def running_system(backend: str, bootstrap: str, directory: Path,
+                         postgres_dsn: str | None = None,
                          **overrides: Any) -> AsyncIterator[RunningSystem]:
-    """Everything a test needs, isolated by its own topics, consumer groups and databases."""
+    """Everything a test needs, isolated by its own topics, consumer groups and databases
+    (on PostgreSQL: on the server of the admin DSN `postgres_dsn`, default the local one)."""
     async with AsyncExitStack() as stack:
         urls = await asyncio.gather(*(
-            stack.enter_async_context(database(backend, directory, name))
+            stack.enter_async_context(database(backend, directory, name, postgres_dsn))
             for name in ("registry", "tracker", "notifications")))
         settings = Settings(
             data_dir=directory, kafka_bootstrap=bootstrap,
