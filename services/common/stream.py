@@ -149,6 +149,8 @@ class EventConsumer:
         self._handler = handler
         self._group_id = group_id
         self.processed_total = 0
+        # faust makes its directory without parents; a fresh data dir has none yet.
+        (data_dir / "faust").mkdir(parents=True, exist_ok=True)
         app = _App(
             group_id,
             broker=f"kafka://{bootstrap}",

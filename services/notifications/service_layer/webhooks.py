@@ -62,8 +62,9 @@ class WebhookWorker:
                 sent = await self.deliver_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # database away, say: try again at the next poll
-                log.exception("webhook worker failed; retrying")
+            except Exception as exc:  # database away, say: try again at the next poll
+                # One line, as the relay and the consumer log it: this repeats every poll.
+                log.warning("webhook worker failed; retrying", error=repr(exc))
                 sent = 0
             if sent < self.BATCH:
                 await self._signal.wait(seen, self._poll_s)
