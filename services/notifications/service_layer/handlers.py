@@ -36,12 +36,15 @@ from services.notifications.domain.model import (
     TrackedMilestone,
     WebhookTarget,
 )
+from services.notifications.service_layer.live_log import LiveLog
 from services.notifications.service_layer.ports import NotificationsUnitOfWork
 from services.notifications.service_layer.signal import LogSignal
 
 STREAM_BATCH = 200
 # Another replica may have appended: look again at least this often even without a wake-up.
 STREAM_POLL_S = 1.0
+# The newest notifications kept in memory for the live streams (see LiveLog).
+LIVE_WINDOW = 2000
 
 
 def parse_cursor(cursor: str) -> int | None:
@@ -80,6 +83,8 @@ class NotificationsService:
                  study_wait_s: float = 5.0) -> None:
         self._uow = unit_of_work
         self.signal = signal or LogSignal()
+        self._live = LiveLog(unit_of_work, self.signal, capacity=LIVE_WINDOW,
+                             batch=STREAM_BATCH, poll_s=STREAM_POLL_S)
         # Wakes the webhook worker only when there is something for it.
         self.deliveries_signal = LogSignal()
         self._queued_deliveries = 0
@@ -383,10 +388,17 @@ class NotificationsService:
                     position = await uow.log.latest_cursor()
         while True:
             seen = self.signal.version
-            async with self._uow() as uow:
-                batch = await uow.log.after(position, STREAM_BATCH, where, reader)
+            live = await self._live.after(position, where, reader, STREAM_BATCH)
+            if live is None:  # further behind than the live window: read the log itself
+                head = self._live.head  # this read sees at least that far
+                async with self._uow() as uow:
+                    batch = await uow.log.after(position, STREAM_BATCH, where, reader)
+                next_position = (batch[-1].cursor if len(batch) == STREAM_BATCH
+                                 else max(position, head, *(n.cursor for n in batch)))
+            else:
+                batch, next_position = live
             for notification in batch:
                 yield notification
-                position = notification.cursor
+            position = next_position
             if len(batch) < STREAM_BATCH:
                 await self.signal.wait(seen, STREAM_POLL_S)
