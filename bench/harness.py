@@ -11,8 +11,9 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from services.cli.system import System
 
 Metadata = list[tuple[str, str]]
+MILESTONE = "sitenet.events.v1.MilestoneRecorded"
 
 # The local server of these machines (as the tests use); another can be named.
 POSTGRES_ADMIN_DSN = os.environ.get("SITENET_TEST_POSTGRES_DSN",
@@ -41,7 +43,7 @@ def pct(values: Sequence[float], q: float) -> float:
 def postgres_databases(services: Sequence[str], admin_dsn: str = POSTGRES_ADMIN_DSN
                        ) -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database per service (dropped afterwards): env var -> URL."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     names = {s: f"sitenet_bench_{s.replace('-', '_')}_{uuid.uuid4().hex[:8]}" for s in services}
 
@@ -155,3 +157,28 @@ class Client:
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 await asyncio.sleep(0.1)
+
+
+async def tap_milestones(settings: Any, seen: Callable[[Any, float], None]) -> None:
+    """Calls seen(MilestoneRecorded, monotonic time) for each milestone event as it reaches
+    the studies topic (until cancelled): splits the latency into the tracker's part
+    (transaction, outbox relay) and the notification service's (consume, log, stream).
+    Reads from the newest offset once its consumer has joined (a second or two)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from services.common.topics import STUDIES
+    from sitenet.events.v1 import events_pb2
+
+    consumer = AIOKafkaConsumer(
+        settings.topic(STUDIES.name), bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"bench.tap.{time.time_ns()}", auto_offset_reset="latest",
+        fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        async for record in consumer:
+            now = time.monotonic()
+            if dict(record.headers).get("ce_type") != MILESTONE.encode():
+                continue
+            seen(events_pb2.MilestoneRecorded.FromString(record.value or b""), now)
+    finally:
+        await consumer.stop()

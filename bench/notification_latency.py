@@ -20,16 +20,16 @@ import statistics
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.type import date_pb2
 
-from bench.harness import Client, pct, running_system
+from bench.harness import MILESTONE, Client, pct, running_system, tap_milestones
 
 PORTS = {"SITENET_REGISTRY_PORT": "53051", "SITENET_TRACKER_PORT": "53052",
          "SITENET_NOTIFICATIONS_PORT": "53053", "SITENET_BROKER_PORT": "19592"}
-MILESTONE = "sitenet.events.v1.MilestoneRecorded"
 DRAIN_S = 10.0
 
 
@@ -85,27 +85,12 @@ class Bench:
             self.arrived.setdefault(key, now)
 
     async def tap(self) -> None:
-        """When each event reaches the topic: splits the latency into the tracker's part
-        (transaction, outbox relay) and the notification service's (consume, log, stream)."""
-        from services.common.topics import STUDIES
-        from sitenet.events.v1 import events_pb2
+        def seen(event: Any, now: float) -> None:
+            p = event.after.planned_date
+            self.on_topic.setdefault(
+                (event.study_site.site, f"{p.year}-{p.month:02d}-{p.day:02d}"), now)
 
-        consumer = AIOKafkaConsumer(
-            self.settings.topic(STUDIES.name), bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=f"bench.tap.{time.time_ns()}", auto_offset_reset="latest",
-            fetch_max_wait_ms=20)
-        await consumer.start()
-        try:
-            async for record in consumer:
-                now = time.monotonic()
-                if dict(record.headers).get("ce_type") != MILESTONE.encode():
-                    continue
-                event = events_pb2.MilestoneRecorded.FromString(record.value or b"")
-                p = event.after.planned_date
-                self.on_topic.setdefault(
-                    (event.study_site.site, f"{p.year}-{p.month:02d}-{p.day:02d}"), now)
-        finally:
-            await consumer.stop()
+        await tap_milestones(self.settings, seen)
 
     async def run_phase(self, phase: Phase, seconds: float, in_flight: int = 64) -> None:
         from sitenet.startup.v1 import startup_pb2
