@@ -52,6 +52,7 @@ from typing import Any
 import grpc
 from google.type import date_pb2
 
+from bench import memtrace
 from bench.harness import (
     MILESTONE,
     Client,
@@ -74,7 +75,8 @@ ORGS = ("soak-org-a", "soak-org-b", "soak-org-c")
 STUDIES_PER_ORG = 2
 SITES = 40
 SITES_PER_STUDY = 16
-DRAIN_S = 20.0
+DRAIN_S = 20.0  # after the load: wait this long for a missing delivery to arrive ...
+DRAIN_MAX_S = 300.0  # ... while some still do, up to this
 RSS_GROWTH_LIMIT = 0.10  # flat: the last window within 10% of the first ...
 RSS_GROWTH_FLOOR_MB = 5.0  # ... or within 5 MB, whichever is larger
 DRIFT_LIMIT = 1.5  # no drift: last window's e2e p50 within 1.5x of the first ...
@@ -171,6 +173,7 @@ class Soak:
         self.reads: list[Read] = []
         self.samples: list[dict[str, Any]] = []
         self.t0 = 0.0
+        self.t0_wall = 0.0
         self.stopping = False
         self.on_topic: dict[int, float] = {}
         self.tap_probes = 0
@@ -483,14 +486,21 @@ class Soak:
               flush=True)
         self.samples.append(self.sample())  # t = 0: after set-up, before the load
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         sampler = asyncio.create_task(self.sampler())
         await asyncio.gather(*(self.writer(w) for w in range(self.args.writers)),
                              self.reader())
         load_end = time.monotonic()
-        for _ in range(int(DRAIN_S * 5)):  # bounded: a lost one must not hang the run
-            if not self.lost():
-                break
-            await asyncio.sleep(0.2)
+        # Drain: until everything arrived, or nothing more arrives for DRAIN_S (bounded,
+        # so a lost one does not hang the run; a late one still counts as delivered).
+        missing, quiet_since = self.lost(), time.monotonic()
+        while missing and time.monotonic() - quiet_since < DRAIN_S \
+                and time.monotonic() - load_end < DRAIN_MAX_S:
+            await asyncio.sleep(0.5)
+            now_missing = self.lost()
+            if now_missing < missing:
+                quiet_since = time.monotonic()
+            missing = now_missing
         self.drained_s = time.monotonic() - load_end
         sampler.cancel()
         tap.cancel()
@@ -612,7 +622,8 @@ class Soak:
         print("- CPU over the run, cores: " + ", ".join(
             f"{n} {v:.2f}" for n, v in run_cpu.items())
             + f" (so other work on the machine: {other:.2f})")
-        print(f"- lost (acknowledged, never on a stream that should have it): {lost}; "
+        print(f"- lost (acknowledged, not on a stream that should have it {DRAIN_S:g} s after "
+              f"the last arrival): {lost}; "
               f"duplicates: {duplicates} writes, {duplicate_events} event ids; "
               f"wrong study: {wrong}; unacknowledged but delivered: {unacked_delivered}; "
               f"stream breaks (resumed by cursor): {dict(breaks) or 0}")
@@ -658,6 +669,9 @@ def main() -> None:
                         help="seconds per table row (default 60, or 10 under 5 minutes)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="SECONDS",
+                        help="diagnosis: trace the services' allocations, snapshot every "
+                        "SECONDS, and list what grew after the first window (slows them)")
     args = parser.parse_args()
     if args.writers > SITES:
         parser.error(f"at most {SITES} writers (one site each at least)")
@@ -666,13 +680,23 @@ def main() -> None:
     from services.common.config import ServiceName
 
     def soak(extra_env: dict[str, str]) -> int:
+        snaps = None
+        if args.tracemalloc:
+            traced, snaps = memtrace.environment(args.tracemalloc)
+            extra_env = {**extra_env, **traced}
         with running_system(PORTS, prefix="sitenet-soak-", extra_env=extra_env) as system:
             assert system.broker is not None and system.broker.pid is not None
             pids = {s.value: p.pid for s, p in system.processes.items()}
             pids["broker"] = system.broker.pid
             bench = Soak(args, pids)
             asyncio.run(bench.run())
-            return bench.report(command)
+            code = bench.report(command)
+        if snaps is not None:
+            print("\n## Allocations that grew (tracemalloc), after the first window")
+            rows = bench.windows()
+            memtrace.report(snaps, {pid: n for n, pid in pids.items() if n != "broker"},
+                            bench.t0_wall + rows[0]["to_s"])
+        return code
 
     if args.backend == "postgres":
         with postgres_databases([s.value for s in ServiceName]) as env:
