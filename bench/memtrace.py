@@ -25,7 +25,7 @@ if _dir:
     import time as _time
     import tracemalloc as _tracemalloc
 
-    _tracemalloc.start(int(_os.environ.get("SITENET_MEMTRACE_FRAMES", "12")))
+    _tracemalloc.start(int(_os.environ.get("SITENET_MEMTRACE_FRAMES", "8")))
     _every = float(_os.environ.get("SITENET_MEMTRACE_EVERY_S", "30"))
 
     def _dump() -> None:
@@ -40,7 +40,7 @@ if _dir:
 '''
 
 
-def environment(every_s: float, frames: int = 12) -> tuple[dict[str, str], Path]:
+def environment(every_s: float, frames: int = 8) -> tuple[dict[str, str], Path]:
     """Environment for the service processes, and the directory the snapshots go to."""
     home = Path(tempfile.mkdtemp(prefix="sitenet-memtrace-"))
     (home / "sitecustomize.py").write_text(SITECUSTOMIZE)
