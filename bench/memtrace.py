@@ -19,8 +19,11 @@ from pathlib import Path
 SITECUSTOMIZE = '''\
 import os as _os
 
+import sys as _sys
+
 _dir = _os.environ.get("SITENET_MEMTRACE_DIR")
-if _dir:
+_only = [n for n in _os.environ.get("SITENET_MEMTRACE_ONLY", "").split(",") if n]
+if _dir and (not _only or _sys.argv[-1] in _only):  # `-m services.cli.main serve NAME`
     import threading as _threading
     import time as _time
     import tracemalloc as _tracemalloc
@@ -40,8 +43,10 @@ if _dir:
 '''
 
 
-def environment(every_s: float, frames: int = 8) -> tuple[dict[str, str], Path]:
-    """Environment for the service processes, and the directory the snapshots go to."""
+def environment(every_s: float, only: str = "", frames: int = 8
+                ) -> tuple[dict[str, str], Path]:
+    """Environment for the service processes, and the directory the snapshots go to.
+    `only`: comma-separated service names to trace (default: all)."""
     home = Path(tempfile.mkdtemp(prefix="sitenet-memtrace-"))
     (home / "sitecustomize.py").write_text(SITECUSTOMIZE)
     snaps = home / "snapshots"
@@ -49,7 +54,7 @@ def environment(every_s: float, frames: int = 8) -> tuple[dict[str, str], Path]:
     path = os.pathsep.join(p for p in (str(home), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "SITENET_MEMTRACE_DIR": str(snaps),
             "SITENET_MEMTRACE_EVERY_S": str(every_s),
-            "SITENET_MEMTRACE_FRAMES": str(frames)}, snaps
+            "SITENET_MEMTRACE_FRAMES": str(frames), "SITENET_MEMTRACE_ONLY": only}, snaps
 
 
 def report(snaps: Path, names: dict[int, str], after_wall: float, top: int = 12) -> None:
@@ -62,7 +67,8 @@ def report(snaps: Path, names: dict[int, str], after_wall: float, top: int = 12)
     for pid, name in names.items():
         files = sorted(snaps.glob(f"{pid}-*.snap"))
         if len(files) < 2:
-            print(f"\n{name}: fewer than two snapshots")
+            if files:
+                print(f"\n{name}: fewer than two snapshots")
             continue
         later = [f for f in files if float(f.stem.rsplit("-", 1)[1]) >= after_wall]
         base_file = later[0] if len(later) >= 2 else files[0]

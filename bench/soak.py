@@ -686,6 +686,8 @@ def main() -> None:
     parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="SECONDS",
                         help="diagnosis: trace the services' allocations, snapshot every "
                         "SECONDS, and list what grew after the first window (slows them)")
+    parser.add_argument("--tracemalloc-only", default="", metavar="NAMES",
+                        help="comma-separated services to trace (default: all three)")
     args = parser.parse_args()
     if args.writers > SITES:
         parser.error(f"at most {SITES} writers (one site each at least)")
@@ -696,7 +698,7 @@ def main() -> None:
     def soak(extra_env: dict[str, str]) -> int:
         snaps = None
         if args.tracemalloc:
-            traced, snaps = memtrace.environment(args.tracemalloc)
+            traced, snaps = memtrace.environment(args.tracemalloc, args.tracemalloc_only)
             extra_env = {**extra_env, **traced}
         with running_system(PORTS, prefix="sitenet-soak-", extra_env=extra_env) as system:
             assert system.broker is not None and system.broker.pid is not None
