@@ -86,7 +86,7 @@ DRIFT_LIMIT = 1.5
 DRIFT_FLOOR_MS = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SHORT = {"site-registry": "registry", "startup-tracker": "tracker", "notifications": "notif",
-         "broker": "broker", "bench": "bench", "machine": "machine"}
+         "broker": "broker", "bench": "bench", "machine": "machine", "postgres": "postgres"}
 
 
 @dataclass
@@ -140,6 +140,21 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def postgres_cpu_s() -> float:
+    """CPU-seconds of the PostgreSQL server processes now running (all of the server's
+    work, not only this run's; a backend that ended since the last sample drops out)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text.split(" (", 1)[1].startswith("postgres)"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def machine_busy_s() -> float:
@@ -431,11 +446,12 @@ class Soak:
     # --- sampling -------------------------------------------------------------------
 
     def sample(self) -> dict[str, Any]:
+        cpu = {name: cpu_s(pid) for name, pid in {**self.pids, "bench": os.getpid()}.items()}
+        if self.args.backend == "postgres":
+            cpu["postgres"] = postgres_cpu_s()
         return {"t": time.monotonic() - self.t0 if self.t0 else 0.0,
                 "rss": {name: rss_mb(pid) for name, pid in self.pids.items()},
-                "cpu": {name: cpu_s(pid) for name, pid in {**self.pids,
-                                                           "bench": os.getpid()}.items()},
-                "machine": machine_busy_s(), "load": os.getloadavg()[0]}
+                "cpu": cpu, "machine": machine_busy_s(), "load": os.getloadavg()[0]}
 
     async def sampler(self) -> None:
         k = 1
@@ -548,6 +564,7 @@ class Soak:
         rows = self.windows()
         unit = "min" if rows[0]["to_s"] - rows[0]["from_s"] >= 60 else "s"
         names = list(self.pids)
+        cpu_names = ["bench", *(["postgres"] if self.args.backend == "postgres" else [])]
         print(f"\n## Soak: {self.args.backend}, {self.args.rate:g} writes/s by "
               f"{self.args.writers} site staff, {len(self.streams)} sponsor streams, "
               f"{self.args.read_rate:g} reads/s, {self.args.duration:g} s\n")
@@ -556,7 +573,7 @@ class Soak:
         print(f"| {unit} | writes | rate/s | RPC p50 ms | to topic p50 ms | e2e p50 ms "
               f"| e2e p99 ms | reads | errors | "
               + " | ".join(f"{SHORT[n]} MB" for n in names)
-              + " | CPU cores " + "/".join(SHORT[n] for n in [*names, "bench"])
+              + " | CPU cores " + "/".join(SHORT[n] for n in [*names, *cpu_names])
               + " | other work, cores | load |")
         print("|" + "---|" * (12 + len(names)))
         for r in rows:
@@ -567,7 +584,8 @@ class Soak:
                   f"| {r['topic_p50']:.1f} | {r['e2e_p50']:.1f} | {r['e2e_p99']:.1f} "
                   f"| {r['reads']} | {r['errors'] + r['read_errors']} | "
                   + " | ".join(f"{r['rss'][n]:.1f}" for n in names)
-                  + " | " + "/".join(f"{cpu.get(n, math.nan):.2f}" for n in [*names, "bench"])
+                  + " | " + "/".join(f"{cpu.get(n, math.nan):.2f}"
+                                     for n in [*names, *cpu_names])
                   + f" | {other_work(cpu):.2f} | {r.get('load', math.nan):.1f} |")
 
         first, last = rows[0], rows[-1]
@@ -635,8 +653,11 @@ class Soak:
         print("- CPU over the run, cores: " + ", ".join(
             f"{n} {v:.2f}" for n, v in run_cpu.items())
             + f" (so other work on the machine: {other_work(run_cpu):.2f})")
-        print(f"- lost (acknowledged, not on a stream that should have it {DRAIN_S:g} s after "
-              f"the last arrival): {lost}; "
+        cut = self.drained_s >= DRAIN_MAX_S
+        print("- lost (acknowledged, not on a stream that should have it "
+              + (f"when the drain stopped at {DRAIN_MAX_S:g} s with some still arriving: late "
+                 f"or lost" if cut else f"{DRAIN_S:g} s after the last arrival")
+              + f"): {lost}; "
               f"duplicates: {duplicates} writes, {duplicate_events} event ids; "
               f"wrong study: {wrong}; unacknowledged but delivered: {unacked_delivered}; "
               f"stream breaks (resumed by cursor): {dict(breaks) or 0}")
