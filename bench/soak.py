@@ -26,9 +26,10 @@ them (96 study-sites).
 
 At the end: a table per window (a minute for runs of 5 minutes or more, else 10 s), then
 memory (first vs last window, least-squares slope over the second half), latency (first vs
-last window), lost (acknowledged writes that never reached a stream that should have them),
-duplicates and notifications of the wrong study. Exits 1 if anything is lost, duplicated
-or shown to the wrong sponsor.
+last window; drift is judged on the first vs the last third of the run), lost
+(acknowledged writes that never reached a stream that should have them), duplicates and
+notifications of the wrong study. Exits 1 if anything is lost, duplicated or shown to the
+wrong sponsor.
 """
 
 from __future__ import annotations
