@@ -16,30 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import statistics
 import struct
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.type import date_pb2
 
+from bench.harness import MILESTONE, Client, pct, running_system, tap_milestones
+
 PORTS = {"SITENET_REGISTRY_PORT": "53051", "SITENET_TRACKER_PORT": "53052",
          "SITENET_NOTIFICATIONS_PORT": "53053", "SITENET_BROKER_PORT": "19592"}
-MILESTONE = "sitenet.events.v1.MilestoneRecorded"
 DRAIN_S = 10.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 @dataclass
@@ -60,15 +51,6 @@ class Phase:
 
 class Bench:
     def __init__(self, sites: int) -> None:
-        from services.common.config import ServiceName, Settings
-        from services.common.identity import Role
-        from services.common.tokens import TokenService
-
-        self.settings = Settings()
-        tokens = TokenService(self.settings.signing_secret(), self.settings.jwt_issuer,
-                              self.settings.jwt_audience)
-        self.auth = [("authorization", f"Bearer {tokens.issue(Role.ADMIN, subject='bench')}")]
-        self.addr = {s: self.settings.address(s) for s in ServiceName}
         self.n_sites = sites
         self.study_sites: list[str] = []
         self.next_day: dict[str, int] = {}
@@ -76,37 +58,18 @@ class Bench:
         self.on_topic: dict[tuple[str, str], float] = {}
 
     async def setup(self) -> None:
-        from services.common.config import ServiceName
-        from sitenet.notifications.v1 import notifications_pb2_grpc
-        from sitenet.registry.v1 import registry_pb2, registry_pb2_grpc
-        from sitenet.startup.v1 import startup_pb2, startup_pb2_grpc
-
-        self.channels = [grpc.aio.insecure_channel(self.addr[s]) for s in ServiceName]
-        self.registry = registry_pb2_grpc.SiteRegistryStub(self.channels[0])
-        self.tracker = startup_pb2_grpc.StartupTrackerStub(self.channels[1])
-        self.notifications = notifications_pb2_grpc.NotificationsStub(self.channels[2])
-        study = await self.tracker.CreateStudy(startup_pb2.CreateStudyRequest(
-            study_id="bench", study=startup_pb2.Study(
-                protocol_number="BENCH-1", title="Benchmark", sponsor_org="bench",
-                phase=startup_pb2.PHASE_3, country_codes=["KR"])), metadata=self.auth)
-        self.study = study.name
+        self.client = Client()
+        self.settings = self.client.settings
+        self.auth = self.client.admin
+        self.tracker = self.client.tracker
+        self.notifications = self.client.notifications
+        self.study = await self.client.create_study("bench", "bench", "BENCH-1")
         for i in range(self.n_sites):
-            await self.registry.CreateSite(registry_pb2.CreateSiteRequest(
-                site_id=f"bench-{i:03d}", site=registry_pb2.Site(
-                    display_name_en=f"Bench Hospital {i}", display_name_ko=f"벤치 병원 {i}",
-                    country_code="KR", region_code="KR-11", city="Seoul")), metadata=self.auth)
+            await self.client.create_site(f"bench-{i:03d}", i)
         for i in range(self.n_sites):
-            while True:  # the tracker learns of sites by Kafka
-                try:
-                    added = await self.tracker.AddStudySite(startup_pb2.AddStudySiteRequest(
-                        parent=self.study, site=f"sites/bench-{i:03d}"), metadata=self.auth)
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.NOT_FOUND:
-                        raise
-                    await asyncio.sleep(0.1)
-            self.study_sites.append(added.name)
-            self.next_day[added.name] = 0
+            added = await self.client.add_study_site(self.study, f"sites/bench-{i:03d}")
+            self.study_sites.append(added)
+            self.next_day[added] = 0
 
     async def listen(self) -> None:
         from sitenet.events.v1 import events_pb2
@@ -122,27 +85,12 @@ class Bench:
             self.arrived.setdefault(key, now)
 
     async def tap(self) -> None:
-        """When each event reaches the topic: splits the latency into the tracker's part
-        (transaction, outbox relay) and the notification service's (consume, log, stream)."""
-        from services.common.topics import STUDIES
-        from sitenet.events.v1 import events_pb2
+        def seen(event: Any, now: float) -> None:
+            p = event.after.planned_date
+            self.on_topic.setdefault(
+                (event.study_site.site, f"{p.year}-{p.month:02d}-{p.day:02d}"), now)
 
-        consumer = AIOKafkaConsumer(
-            self.settings.topic(STUDIES.name), bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=f"bench.tap.{time.time_ns()}", auto_offset_reset="latest",
-            fetch_max_wait_ms=20)
-        await consumer.start()
-        try:
-            async for record in consumer:
-                now = time.monotonic()
-                if dict(record.headers).get("ce_type") != MILESTONE.encode():
-                    continue
-                event = events_pb2.MilestoneRecorded.FromString(record.value or b"")
-                p = event.after.planned_date
-                self.on_topic.setdefault(
-                    (event.study_site.site, f"{p.year}-{p.month:02d}-{p.day:02d}"), now)
-        finally:
-            await consumer.stop()
+        await tap_milestones(self.settings, seen)
 
     async def run_phase(self, phase: Phase, seconds: float, in_flight: int = 64) -> None:
         from sitenet.startup.v1 import startup_pb2
@@ -301,8 +249,7 @@ async def main_async(args: argparse.Namespace) -> None:
     listener.cancel()
     tap.cancel()
     await asyncio.gather(listener, tap, return_exceptions=True)
-    for channel in bench.channels:
-        await channel.close()
+    await bench.client.close()
 
     raw_steady, raw_burst = await raw_broker(bench.settings.bootstrap_servers, args.rate,
                                              args.raw_seconds, args.raw_burst)
@@ -341,20 +288,8 @@ def main() -> None:
     parser.add_argument("--raw-burst", type=int, default=20000)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="sitenet-bench-"))
-    os.environ.update(PORTS)
-    os.environ.update({"SITENET_DATA_DIR": str(data_dir), "SITENET_LOG_LEVEL": "WARNING"})
-    os.environ.pop("SITENET_KAFKA_BOOTSTRAP", None)
-    from services.cli.system import System
-    from services.common.config import Settings
-
-    system = System(Settings(), say=lambda text: print(text, file=sys.stderr))
-    try:
-        system.start()
+    with running_system(PORTS):
         asyncio.run(main_async(args))
-    finally:
-        system.stop()
-
 
 if __name__ == "__main__":
     main()
