@@ -28,7 +28,7 @@ from services.startup_tracker.domain.model import MilestoneRecord, SiteReplica, 
 from services.startup_tracker.domain.templates import (
     MilestoneDefinition,
     MilestoneTemplate,
-    build_template,
+    template_for,
 )
 from sitenet.events.v1 import events_pb2
 
@@ -172,7 +172,7 @@ class TrackerEventCodec:
 
 
 def template_of_event(event: MilestoneRecorded) -> MilestoneTemplate:
-    return build_template(event.study.template_choice)
+    return template_for(event.study.template_choice)
 
 
 def site_replica_from(ce_type: str, data: bytes) -> SiteReplica | None:

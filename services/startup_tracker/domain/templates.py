@@ -7,6 +7,7 @@ and activation waits for all of them.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 
@@ -159,3 +160,10 @@ def build_template(choice: TemplateChoice,
     milestones = [replace(m, target_days=targets.get(m.key, m.target_days)) for m in milestones]
     key = base.key if choice.is_default else f"{base.key}+custom"
     return MilestoneTemplate(key=key, milestones=tuple(milestones))
+
+
+@functools.lru_cache(maxsize=256)
+def template_for(choice: TemplateChoice) -> MilestoneTemplate:
+    """`build_template` on the default template, remembered: every milestone a study
+    records needs its template, and templates are immutable."""
+    return build_template(choice)

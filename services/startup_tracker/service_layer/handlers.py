@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -80,8 +79,8 @@ from services.startup_tracker.domain.summary import (
 from services.startup_tracker.domain.templates import (
     MilestoneTemplate,
     TemplateChoice,
-    build_template,
     regulator_of,
+    template_for,
 )
 from services.startup_tracker.service_layer.ports import TrackerUnitOfWork
 
@@ -107,13 +106,8 @@ class SiteFacts:
     planned_activation_date: dt.date | None
 
 
-@functools.lru_cache(maxsize=256)
-def _template(choice: TemplateChoice) -> MilestoneTemplate:
-    return build_template(choice)
-
-
 def template_of(study: Study) -> MilestoneTemplate:
-    return _template(study.template_choice)
+    return template_for(study.template_choice)
 
 
 def _study_dict(study: Study) -> dict[str, object]:
@@ -210,7 +204,7 @@ class StartupTrackerService:
             details = {**details, "sponsor_org": principal.org}
         valid = build(StudyDetails, details, prefix="study")
         try:
-            template = _template(choice)
+            template = template_for(choice)
         except ValueError as exc:
             raise InvalidArgument([FieldViolation("study.template", str(exc))]) from exc
         if unknown := check_skip(choice.skip_documents):
