@@ -365,9 +365,14 @@ class StartupTrackerService:
             approval = await uow.approvals.get(study_id, current.site.country_code)
             updated, before, after = record_milestone(current, template, key, change, today, now,
                                                       approval)
-            # The greenlight may have waited only for this milestone (IRB, contract).
-            updated = await self._sync_greenlight(uow, study, updated, today, now, principal,
-                                                  may_withdraw=False)
+            # The greenlight may have waited only for this milestone (IRB, contract). Other
+            # milestones cannot grant it (documents change through their own RPCs, which
+            # derive it again), so their writes skip loading the checklist.
+            greenlight = template.get(GREENLIGHT_MILESTONE)
+            if greenlight is not None and key in (*greenlight.prerequisites,
+                                                  GREENLIGHT_MILESTONE):
+                updated = await self._sync_greenlight(uow, study, updated, today, now,
+                                                      principal, may_withdraw=False)
             if not await uow.study_sites.save(updated, expected_version=current.version):
                 raise EtagMismatch(current.name)
             await uow.history.append(study_id, site_id, key, _milestone_dict(before),
