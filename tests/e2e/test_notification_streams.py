@@ -36,7 +36,14 @@ from tests.conftest import free_port
 from tests.support.databases import database
 from tests.support.faults import Counts, end_service, milestone_events, service_env, start_service
 from tests.support.notify import Collector, eventually, plan, publish, stream
-from tests.support.scenario import add_study_site, create_site, create_study, day, unique
+from tests.support.scenario import (
+    add_study_site,
+    add_study_site_via,
+    create_site,
+    create_study,
+    day,
+    unique,
+)
 from tests.support.system import TEST_SECRET, RunningSystem
 
 MILESTONE = "sitenet.events.v1.MilestoneRecorded"
@@ -330,7 +337,8 @@ async def test_killed_with_sigkill_mid_stream_a_client_resumes_by_cursor_with_no
                 site_id=unique("kill"), site=rpb.Site(
                     display_name_en="Kill", country_code="KR", region_code="KR-11",
                     city="Seoul")), metadata=auth)
-            study_site = await _add_when_replicated(tracker_stub, auth, study, site.name)
+            study_site = (await add_study_site_via(tracker_stub, auth, study,
+                                                       site.name)).name
             await _serving(notifications, auth)
             first_start_s = time.monotonic() - launched_at
 
@@ -423,19 +431,6 @@ async def _serving(stub: notifications_pb2_grpc.NotificationsStub,
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
-
-
-async def _add_when_replicated(stub: startup_pb2_grpc.StartupTrackerStub,
-                               auth: list[tuple[str, str]], study: str, site: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return (await stub.AddStudySite(spb.AddStudySiteRequest(parent=study, site=site),
-                                            metadata=auth)).name
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def test_live_streams_each_get_what_their_reader_may_see(

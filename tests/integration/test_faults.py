@@ -51,7 +51,14 @@ from tests.support.faults import (
     start_service,
 )
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.scenario import add_study_site, create_site, create_study, day, eventually
+from tests.support.scenario import (
+    add_study_site,
+    add_study_site_via,
+    create_site,
+    create_study,
+    day,
+    eventually,
+)
 from tests.support.system import TEST_SECRET, RunningSystem, running_system
 
 OUTAGE_S = float(os.environ.get("SITENET_FAULT_OUTAGE_S", "5"))
@@ -152,19 +159,6 @@ async def _ready(stub: startup_pb2_grpc.StartupTrackerStub, auth: list[tuple[str
             await asyncio.sleep(0.2)
 
 
-async def _add_when_replicated(stub: startup_pb2_grpc.StartupTrackerStub,
-                               auth: list[tuple[str, str]], study: str, site: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return (await stub.AddStudySite(spb.AddStudySiteRequest(parent=study, site=site),
-                                            metadata=auth)).name
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 async def test_a_tracker_killed_mid_write_loses_nothing_acknowledged(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap,
@@ -195,7 +189,7 @@ async def test_a_tracker_killed_mid_write_loses_nothing_acknowledged(
                 site_id=f"kill-{n}", site=rpb.Site(display_name_en=f"Kill {n}",
                                                    country_code="KR", region_code="KR-11",
                                                    city="Seoul")), metadata=auth)
-            study_sites.append(await _add_when_replicated(stub, auth, study, site.name))
+            study_sites.append((await add_study_site_via(stub, auth, study, site.name)).name)
 
         counts = Counts()
         stop = asyncio.Event()

@@ -11,7 +11,7 @@ import grpc
 from google.type import date_pb2
 
 from sitenet.registry.v1 import registry_pb2
-from sitenet.startup.v1 import startup_pb2
+from sitenet.startup.v1 import startup_pb2, startup_pb2_grpc
 from tests.support.system import RunningSystem
 
 
@@ -50,11 +50,18 @@ async def create_study(system: RunningSystem, study_id: str | None = None, *,
 async def add_study_site(system: RunningSystem, study: str, site: str,
                          timeout_s: float = 15.0) -> startup_pb2.StudySite:
     """Add the site once the tracker's replica has it (it arrives by Kafka, not by a call)."""
+    return await add_study_site_via(system.tracker, system.admin, study, site, timeout_s)
+
+
+async def add_study_site_via(tracker: startup_pb2_grpc.StartupTrackerStub,
+                             auth: list[tuple[str, str]], study: str, site: str,
+                             timeout_s: float = 30.0) -> startup_pb2.StudySite:
+    """`add_study_site` through any tracker stub (a service in its own process, say)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return await system.tracker.AddStudySite(
-                startup_pb2.AddStudySiteRequest(parent=study, site=site), metadata=system.admin)
+            return await tracker.AddStudySite(
+                startup_pb2.AddStudySiteRequest(parent=study, site=site), metadata=auth)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
                 raise
