@@ -35,7 +35,7 @@ OS_USER = "postgres"
 
 
 class Unavailable(RuntimeError):
-    """No PostgreSQL server binaries here (or no user to run them as): tests skip."""
+    """No PostgreSQL server binaries here (or no user to run them as)."""
 
 
 def _binaries() -> Path:
