@@ -110,15 +110,16 @@ async def take_available(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
                 await asyncio.sleep(0)
             room.clear()
             batch = list(events)
-            try:
-                yield batch
-            finally:
-                del events[:len(batch)]
-                if not events:
-                    arrived.clear()
-                for event in batch:
-                    await stream.ack(event)
-                room.set()
+            yield batch
+            # Only here, when the caller asks for the next batch, is it done with this
+            # one. A caller that stops mid-batch (an error, the service stopping) closes
+            # this generator at the yield instead, and the batch stays unacknowledged,
+            # to be delivered again. (faust's take_events acks it in a `finally`.)
+            events.clear()
+            arrived.clear()
+            for event in batch:
+                await stream.ack(event)
+            room.set()
     finally:
         stream.enable_acks = acks
         stream._processors.remove(add)
