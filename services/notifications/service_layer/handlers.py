@@ -98,13 +98,6 @@ class NotificationsService:
 
     # --- events in --------------------------------------------------------------------
 
-    async def ingest(self, event_id: str, subject: str, event_time: dt.datetime,
-                     facts: EventFacts, payload: bytes) -> bool:
-        """Add an event to the notification log once (see `ingest_batch`)."""
-        added = await self.ingest_batch([IncomingEvent(event_id, subject, event_time, facts,
-                                                       payload)])
-        return added == 1
-
     async def ingest_batch(self, events: Sequence[IncomingEvent]) -> int:
         """Add events to the notification log, each once, in order, with the alerts they
         raise and a delivery for each matching webhook, in one transaction; replays and
