@@ -141,7 +141,7 @@ def main() -> int:
     args = _arguments()
     from services.common.broker import EmbeddedBroker
     from services.common.logs import configure_logging
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     # As `sitenet serve` logs (JSON, warnings and up, to stderr): structlog's default would
     # draw each traceback with rich, holding the services' event loop for seconds.

@@ -4,7 +4,6 @@ SQLite and PostgreSQL, and the services on free loopback ports."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import structlog
 
 from services.common.broker import EmbeddedBroker
+from tests.support.ports import free_port
 from tests.support.private_postgres import PrivatePostgres, Unavailable
 from tests.support.system import RunningSystem, running_system
 
@@ -30,12 +30,6 @@ def plain_log_tracebacks() -> None:
         processors[-1] = structlog.dev.ConsoleRenderer(
             colors=False, exception_formatter=structlog.dev.plain_traceback)
         structlog.configure(processors=processors)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import free_port
 from tests.deploy.dockerfile import DOCKER_DEFAULT_PATH, Stage, parse
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

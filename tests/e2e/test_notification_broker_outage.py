@@ -10,8 +10,8 @@ from pathlib import Path
 
 from services.common.broker import EmbeddedBroker
 from sitenet.events.v1 import events_pb2
-from tests.conftest import free_port
 from tests.support.notify import plan, stream
+from tests.support.ports import free_port
 from tests.support.scenario import add_study_site, create_site, create_study
 from tests.support.system import running_system
 

@@ -32,10 +32,10 @@ from sitenet.registry.v1 import registry_pb2 as rpb
 from sitenet.registry.v1 import registry_pb2_grpc
 from sitenet.startup.v1 import startup_pb2 as spb
 from sitenet.startup.v1 import startup_pb2_grpc
-from tests.conftest import free_port
 from tests.support.databases import database
 from tests.support.faults import Counts, end_service, milestone_events, service_env, start_service
 from tests.support.notify import Collector, eventually, plan, publish, stream
+from tests.support.ports import free_port
 from tests.support.scenario import (
     add_study_site,
     add_study_site_via,

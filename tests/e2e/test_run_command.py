@@ -15,7 +15,7 @@ import pytest
 
 from services.common.broker import wait_for_port
 from sitenet.registry.v1 import registry_pb2, registry_pb2_grpc
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 def _descendants(pid: int) -> set[int]:

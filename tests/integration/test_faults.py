@@ -40,7 +40,6 @@ from sitenet.registry.v1 import registry_pb2 as rpb
 from sitenet.registry.v1 import registry_pb2_grpc
 from sitenet.startup.v1 import startup_pb2 as spb
 from sitenet.startup.v1 import startup_pb2_grpc
-from tests.conftest import free_port
 from tests.support.databases import POSTGRES_ADMIN_DSN
 from tests.support.faults import (
     MILESTONE_RECORDED,
@@ -50,6 +49,7 @@ from tests.support.faults import (
     service_env,
     start_service,
 )
+from tests.support.ports import free_port
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.scenario import (
     add_study_site,

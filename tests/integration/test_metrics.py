@@ -19,7 +19,7 @@ from services.common.metrics import MetricsEndpoint
 from services.common.tokens import TokenService
 from services.site_registry.bootstrap import build as build_registry
 from sitenet.registry.v1 import registry_pb2, registry_pb2_grpc
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.scenario import create_site, unique
 from tests.support.system import TEST_SECRET, running_system
 

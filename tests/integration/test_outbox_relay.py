@@ -14,7 +14,7 @@ from services.common.events import Envelope
 from services.common.kafka import ensure_topics
 from services.common.outbox import OutboxRelay
 from sitenet.events.v1 import events_pb2
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.scenario import create_site, eventually
 from tests.support.system import running_system
 

@@ -23,13 +23,14 @@ import pwd
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 OS_USER = "postgres"
 
@@ -51,12 +52,6 @@ def _binaries() -> Path:
     if candidates:
         return Path(candidates[-1]).parent
     raise Unavailable("initdb not found (on PATH or under /usr/lib/postgresql/*/bin)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivatePostgres:
@@ -106,7 +101,7 @@ class PrivatePostgres:
         root = Path(tempfile.mkdtemp(prefix="sitenet-pg-"))
         if run_as:
             os.chown(root, user.pw_uid, user.pw_gid)
-        server = cls(root, port or _free_port(), binaries, run_as)
+        server = cls(root, port or free_port(), binaries, run_as)
         try:
             server._run("initdb", "-D", str(server.data), "-A", "trust", "-U", "postgres",
                         "-E", "UTF8", "--no-sync", "--no-instructions")
