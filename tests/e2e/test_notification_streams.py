@@ -406,7 +406,10 @@ async def test_killed_with_sigkill_mid_stream_a_client_resumes_by_cursor_with_no
             assert told == counts.acknowledged  # no gap, no repeat, in order
             cursors = [int(n.cursor) for n in before + second.items]
             assert cursors == sorted(set(cursors))
-            assert len(before) < sent_at_kill  # the kill was mid-stream
+            # Mid-stream: milestones went on being recorded while the service was down, and
+            # the resumed stream is what delivered them. (Whether the first stream had caught
+            # up with the writer at the instant of the kill is a race, so it is not asserted.)
+            assert sent_while_down > 0 and len(second.items) >= sent_while_down
     finally:
         stop.set()
         if writing is not None:
