@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +82,11 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(
         0.5, gt=0, description="Webhook worker poll for due retries when not woken")
     webhook_concurrency: int = Field(16, ge=1, description="Webhook POSTs in flight at once")
+    webhook_allowed_networks: str = Field(
+        "127.0.0.0/8,::1/128",
+        description="Non-public networks (CIDRs, comma-separated) webhooks may reach; others "
+        "are refused. The default lets a receiver on this machine work; set it empty (or to "
+        "your receivers' network) in production")
     alert_check_interval_s: float = Field(
         60.0, gt=0, description="How often overdue milestones and blocked study-sites are checked")
     alert_blocked_after_s: float = Field(
@@ -100,6 +106,14 @@ class Settings(BaseSettings):
     document_check_interval_s: float = Field(
         3600.0, gt=0, description="How often the tracker checks document expiry and reminders"
     )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # ValueError says which
+        return value
 
     @property
     def bootstrap_servers(self) -> str:

@@ -23,6 +23,7 @@ from services.notifications.adapters import tables
 from services.notifications.adapters.event_codec import decode, encode_alert, facts_of
 from services.notifications.adapters.unit_of_work import NotificationsSqlUnitOfWork
 from services.notifications.adapters.webhook_sender import HttpxWebhookSender
+from services.notifications.domain.webhooks import WebhookNetworks
 from services.notifications.entrypoints.grpc_api import NotificationsServicer
 from services.notifications.service_layer.handlers import IncomingEvent, NotificationsService
 from services.notifications.service_layer.webhooks import RetryPolicy, WebhookWorker
@@ -52,11 +53,12 @@ def build(settings: Settings) -> NotificationsApp:
     def unit_of_work() -> NotificationsSqlUnitOfWork:
         return NotificationsSqlUnitOfWork(engine, tables.outbox, no_events)
 
+    webhook_networks = WebhookNetworks.parse(settings.webhook_allowed_networks)
     service = NotificationsService(
-        unit_of_work, encode_alert=encode_alert,
+        unit_of_work, encode_alert=encode_alert, webhook_networks=webhook_networks,
         blocked_after=dt.timedelta(seconds=settings.alert_blocked_after_s),
         study_wait_s=settings.subscription_study_wait_s)
-    sender = HttpxWebhookSender(settings.webhook_timeout_s)
+    sender = HttpxWebhookSender(settings.webhook_timeout_s, webhook_networks)
     webhooks = WebhookWorker(
         unit_of_work, sender, service.deliveries_signal,
         RetryPolicy(max_attempts=settings.webhook_max_attempts,

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from services.common import topics
@@ -19,6 +20,7 @@ from sitenet.events.v1 import events_pb2
 from sitenet.notifications.v1 import notifications_pb2 as npb
 from sitenet.startup.v1 import startup_pb2
 from tests.conftest import BACKENDS
+from tests.support.errors import fails, field_violations
 from tests.support.notify import eventually, plan, publish, stream, webhook_receiver
 from tests.support.scenario import add_study_site, create_site, create_study, record, unique
 from tests.support.system import RunningSystem, running_system
@@ -117,6 +119,24 @@ async def test_webhook_dead_letters_after_bounded_attempts_and_timeouts(
         assert [a.outcome for a in hung_row.attempts] == ["TIMEOUT"] * 3
         await asyncio.sleep(0.5)
         assert len(failing.received) == 3  # bounded
+
+
+async def test_a_webhook_to_an_internal_address_is_refused_and_changes_nothing(
+        fast: RunningSystem) -> None:
+    """A subscriber picks the URL; the service must not become its way into the network
+    (cloud metadata, the cluster's own services). Loopback is allowed here only because
+    the test settings keep the default SITENET_WEBHOOK_ALLOWED_NETWORKS."""
+    system = fast
+    before = await system.notifications.ListSubscriptions(
+        npb.ListSubscriptionsRequest(page_size=1000), metadata=system.admin)
+    for url in ("https://169.254.169.254/latest/meta-data/", "https://10.0.0.8/hook",
+                "https://[fd00::1]/hook"):
+        error = await fails(webhook(system, url), grpc.StatusCode.INVALID_ARGUMENT)
+        violation = field_violations(error)["subscription.channel.webhook.url"]
+        assert "not a public address" in violation and "ALLOWED_NETWORKS" in violation
+    after = await system.notifications.ListSubscriptions(
+        npb.ListSubscriptionsRequest(page_size=1000), metadata=system.admin)
+    assert len(after.subscriptions) == len(before.subscriptions)
 
 
 async def test_duplicated_event_makes_one_webhook_delivery(fast: RunningSystem) -> None:

@@ -4,7 +4,10 @@ the filter in Python agreeing with its meaning, alert texts in both languages.""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import random
+
+import pytest
 
 from services.notifications.domain.messages import render_alert
 from services.notifications.domain.model import (
@@ -14,7 +17,12 @@ from services.notifications.domain.model import (
     NotificationFilter,
     StudySiteInfo,
 )
-from services.notifications.domain.webhooks import backoff_s, signature, verify
+from services.notifications.domain.webhooks import (
+    WebhookNetworks,
+    backoff_s,
+    signature,
+    verify,
+)
 
 SECRET = "whsec-0123456789abcdef"
 
@@ -76,3 +84,41 @@ def test_alert_texts_name_the_site_milestone_and_date_in_both_languages() -> Non
     en, ko = render_alert(Alert(AlertKind.MILESTONE_OVERDUE, "k", where, now, "irb-approved",
                                 "IRB approved", "IRB 승인", dt.date(2026, 10, 1)))
     assert "IRB approved" in en and "2026-10-01" in en and "IRB 승인" in ko
+
+
+@pytest.mark.parametrize("address", [
+    "169.254.169.254",  # cloud metadata
+    "10.0.0.5", "172.16.3.4", "192.168.1.1",  # private
+    "100.64.0.1",  # carrier-grade NAT
+    "127.0.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
+    "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.5", "::ffff:127.0.0.1",
+])
+def test_webhooks_do_not_reach_non_public_addresses(address: str) -> None:
+    assert not WebhookNetworks().permits(ipaddress.ip_address(address))
+
+
+def test_webhooks_reach_public_addresses_and_the_networks_an_operator_allows() -> None:
+    none = WebhookNetworks()
+    assert none.permits(ipaddress.ip_address("8.8.8.8"))
+    assert none.permits(ipaddress.ip_address("2001:4860:4860::8888"))
+    allowed = WebhookNetworks.parse(" 10.20.0.0/16 , ::1/128")
+    assert allowed.permits(ipaddress.ip_address("10.20.7.1"))
+    assert allowed.permits(ipaddress.ip_address("::ffff:10.20.7.1"))
+    assert allowed.permits(ipaddress.ip_address("::1"))
+    assert not allowed.permits(ipaddress.ip_address("10.21.0.1"))
+    assert not allowed.permits(ipaddress.ip_address("127.0.0.1"))
+    with pytest.raises(ValueError):
+        WebhookNetworks.parse("10.0.0.0/33")
+
+
+def test_a_webhook_url_naming_a_refused_address_is_refused_before_any_lookup() -> None:
+    none = WebhookNetworks()
+    for url in ("https://169.254.169.254/latest/meta-data", "https://[::1]:8443/h",
+                "http://127.0.0.1:8080/hook", "http://localhost:8080/hook",
+                "https://LOCALHOST./x", "https://a.localhost/x", "https://10.1.2.3/x"):
+        assert none.refusal(url), url
+    assert none.refusal("https://hooks.example.com/sitenet") is None  # checked at connect
+    assert none.refusal("https://8.8.8.8/x") is None
+    loopback = WebhookNetworks.parse("127.0.0.0/8,::1/128")
+    assert loopback.refusal("http://localhost:8080/hook") is None
+    assert loopback.refusal("https://169.254.169.254/") is not None

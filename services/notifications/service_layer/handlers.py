@@ -36,6 +36,7 @@ from services.notifications.domain.model import (
     TrackedMilestone,
     WebhookTarget,
 )
+from services.notifications.domain.webhooks import WebhookNetworks
 from services.notifications.service_layer.live_log import LiveLog
 from services.notifications.service_layer.ports import NotificationsUnitOfWork
 from services.notifications.service_layer.signal import LogSignal
@@ -80,7 +81,8 @@ class NotificationsService:
                  signal: LogSignal | None = None,
                  encode_alert: Callable[[Alert], bytes] = _no_alert_payload,
                  blocked_after: dt.timedelta = dt.timedelta(days=14),
-                 study_wait_s: float = 5.0) -> None:
+                 study_wait_s: float = 5.0,
+                 webhook_networks: WebhookNetworks | None = None) -> None:
         self._uow = unit_of_work
         self.signal = signal or LogSignal()
         self._live = LiveLog(unit_of_work, self.signal, capacity=LIVE_WINDOW,
@@ -91,6 +93,7 @@ class NotificationsService:
         self._encode_alert = encode_alert
         self._blocked_after = blocked_after
         self._study_wait_s = study_wait_s
+        self._webhook_networks = webhook_networks or WebhookNetworks()
         # What this process has committed already and never changes (a study's sponsor,
         # a study-site's existence): saves two queries on most events.
         self._known_studies: set[str] = set()
@@ -275,6 +278,8 @@ class NotificationsService:
                   if channel == "webhook" and webhook is not None else None)
         if channel == "webhook" and target is None:
             raise InvalidArgument([FieldViolation("subscription.channel.webhook", "required")])
+        if target is not None and (refused := self._webhook_networks.refusal(target.url)):
+            raise InvalidArgument([FieldViolation("subscription.channel.webhook.url", refused)])
         if len(display_name) > 200:
             raise InvalidArgument([FieldViolation("subscription.display_name",
                                                   "longer than 200 characters")])

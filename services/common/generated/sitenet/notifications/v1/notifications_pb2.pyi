@@ -630,7 +630,9 @@ class DeliveryAttempt(_message.Message):
     http_status: _builtins.int
     """HTTP status answered; 0 if none (connection error or timeout)."""
     outcome: _builtins.str
-    """`OK`, `HTTP_ERROR`, `TIMEOUT` or `CONNECTION_ERROR`."""
+    """`OK`, `HTTP_ERROR`, `TIMEOUT`, `CONNECTION_ERROR`, or `REFUSED` (the host is, or
+    resolves only to, an address webhooks may not reach: not public, not allowed).
+    """
     error: _builtins.str
     """Error text when it failed."""
     duration_ms: _builtins.int
