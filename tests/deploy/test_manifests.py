@@ -33,7 +33,7 @@ OVERLAYS = ["base", "overlays/dev", "overlays/production"]
 # the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 # Secrets the operations team makes (docs/operations.md); CloudNativePG makes `<cluster>-app`.
-OPERATOR_SUPPLIED_SECRETS = {"sitenet-jwt", "sitenet-webhooks", "sitenet-backup-s3"}
+OPERATOR_SUPPLIED_SECRETS = {"sitenet-jwt", "sitenet-backup-s3"}
 
 Resource = dict[str, Any]
 
