@@ -172,13 +172,15 @@ def create(site_id: Annotated[str, typer.Argument(help="Id, e.g. snuh ('' to gen
            country: Country = "KR", region: Region = None, city: City = None,
            address: Address = None, irb: Irb = None, area: Area = None,
            capability: Capability = None, investigator: Investigator = None,
+           reason: Annotated[str, typer.Option(help="Why (kept in the audit trail)")] = "",
            token: TokenOption = None) -> None:
     """Register a site."""
     fields = _site_fields(name_en, name_ko, institution, country, region, city, address, irb,
                           area, capability, investigator)
     with _registry(token) as (stub, metadata):
         _show(stub.CreateSite(registry_pb2.CreateSiteRequest(
-            site_id=site_id, site=registry_pb2.Site(**fields)), metadata=metadata))
+            site_id=site_id, site=registry_pb2.Site(**fields), reason=reason),
+            metadata=metadata))
 
 
 @app.command()
@@ -233,11 +235,12 @@ def close(site: Annotated[str, typer.Argument(help="Site id")], reason: Reason,
                              metadata=metadata))
 
 
-def import_file(path: Path, fmt: FileFormat, partial: bool, token: str | None) -> None:
+def import_file(path: Path, fmt: FileFormat, partial: bool, token: str | None,
+                reason: str = "") -> None:
     kind = fmt.value if fmt is not FileFormat.auto else (
         "csv" if path.suffix.lower() == ".csv" else "jsonl")
     request = registry_pb2.ImportSitesRequest(
-        content=path.read_bytes(), allow_partial=partial,
+        content=path.read_bytes(), allow_partial=partial, reason=reason,
         format=registry_pb2.ImportSitesRequest.CSV if kind == "csv"
         else registry_pb2.ImportSitesRequest.JSONL)
     with _registry(token) as (stub, metadata):
@@ -258,10 +261,12 @@ def import_sites(
                    ] = FileFormat.auto,
     partial: Annotated[bool, typer.Option(help="Import the good rows even if some are bad")
                        ] = False,
+    reason: Annotated[str, typer.Option(
+        help="Why (kept in the audit trail; default 'bulk import')")] = "",
     token: TokenOption = None,
 ) -> None:
     """Register the sites of a file; a file with bad rows imports nothing unless --partial."""
-    import_file(path, fmt, partial, token)
+    import_file(path, fmt, partial, token, reason)
 
 
 def seed(token: TokenOption = None) -> None:

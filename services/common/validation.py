@@ -10,6 +10,19 @@ from services.common.errors import FieldViolation, InvalidArgument
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_REASON = 500
+
+
+def check_reason(reason: str, required: bool = False, field: str = "reason") -> str:
+    """The reason a caller gives for a change, as the audit trail keeps it: trimmed, at
+    most MAX_REASON characters, present when the change needs one."""
+    text = reason.strip()
+    if required and not text:
+        raise InvalidArgument([FieldViolation(field, "is required")])
+    if len(text) > MAX_REASON:
+        raise InvalidArgument([FieldViolation(field, f"longer than {MAX_REASON} characters")])
+    return text
+
 
 def violations_from(error: ValidationError, prefix: str = "") -> list[FieldViolation]:
     out = []

@@ -11,13 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
 from sitenet.notifications.v1 import notifications_pb2 as npb
 from sitenet.registry.v1 import registry_pb2 as rpb
 from sitenet.startup.v1 import startup_pb2 as spb
-from tests.support.scenario import add_study_site, create_site, create_study, day, unique
+from tests.support.errors import field_violations
+from tests.support.scenario import (
+    add_study_site,
+    add_study_site_via,
+    create_site,
+    create_study,
+    day,
+    unique,
+)
 from tests.support.system import RunningSystem
 
 SERVICES = [rpb.DESCRIPTOR.services_by_name["SiteRegistry"],
@@ -56,10 +65,11 @@ async def _create_site(system: RunningSystem) -> None:
     sid = unique("aud")
     site = await system.registry.CreateSite(rpb.CreateSiteRequest(site_id=sid, site=rpb.Site(
         display_name_en=f"Audit {sid}", display_name_ko="감사", country_code="KR",
-        region_code="KR-11", city="Seoul")), metadata=_who(system))
+        region_code="KR-11", city="Seoul"), reason="selected at feasibility"),
+        metadata=_who(system))
     entries = await _site_entries(system, site.name)
-    assert [(e.action, e.actor, e.after.name) for e in entries] == [
-        ("CREATE", ACTOR, site.name)]
+    assert [(e.action, e.actor, e.after.name, e.reason) for e in entries] == [
+        ("CREATE", ACTOR, site.name, "selected at feasibility")]
 
 
 async def _update_site(system: RunningSystem) -> None:
@@ -93,10 +103,18 @@ async def _import_sites(system: RunningSystem) -> None:
     await system.registry.ImportSites(rpb.ImportSitesRequest(
         content=(f'{{"site_id": "{sid}", "display_name_en": "Imp {sid}", '
                  f'"country_code": "KR", "region_code": "KR-11", "city": "Seoul"}}\n').encode(),
-        format=rpb.ImportSitesRequest.JSONL), metadata=_who(system))
+        format=rpb.ImportSitesRequest.JSONL, reason="KR network list, 2026-11"),
+        metadata=_who(system))
     entries = await _site_entries(system, f"sites/{sid}")
     assert [(e.action, e.actor, e.reason) for e in entries] == [
-        ("IMPORT", ACTOR, "bulk import")]
+        ("IMPORT", ACTOR, "KR network list, 2026-11")]
+    without = unique("imp")  # no reason given: the entry still says what happened
+    await system.registry.ImportSites(rpb.ImportSitesRequest(
+        content=(f'{{"site_id": "{without}", "display_name_en": "Imp {without}", '
+                 f'"country_code": "KR", "region_code": "KR-11", "city": "Seoul"}}\n').encode(),
+        format=rpb.ImportSitesRequest.JSONL), metadata=_who(system))
+    entries = await _site_entries(system, f"sites/{without}")
+    assert [(e.action, e.reason) for e in entries] == [("IMPORT", "bulk import")]
 
 
 async def _record_milestone(system: RunningSystem) -> None:
@@ -130,11 +148,12 @@ async def _update_study(system: RunningSystem) -> None:
     study = await create_study(system, unique("aud"))
     await system.tracker.UpdateStudy(spb.UpdateStudyRequest(
         study=spb.Study(name=study.name, title="Renamed"),
-        update_mask=field_mask_pb2.FieldMask(paths=["title"])), metadata=_who(system))
+        update_mask=field_mask_pb2.FieldMask(paths=["title"]), reason="protocol amendment 2"),
+        metadata=_who(system))
     entries = [e for e in await _history(system, study.name) if e.milestone == "study"]
     # The first entry is the study's creation (by the admin of create_study), then the change.
-    assert [(e.actor, json.loads(e.after_json)["title"]) for e in entries] == [
-        ("admin", study.title), (ACTOR, "Renamed")]
+    assert [(e.actor, json.loads(e.after_json)["title"], e.reason) for e in entries] == [
+        ("admin", study.title, ""), (ACTOR, "Renamed", "protocol amendment 2")]
 
 
 async def _country_approval(system: RunningSystem) -> None:
@@ -152,18 +171,21 @@ async def _create_study(system: RunningSystem) -> None:
     sid = unique("aud")
     await system.tracker.CreateStudy(spb.CreateStudyRequest(study_id=sid, study=spb.Study(
         protocol_number=sid.upper(), title="t", sponsor_org="acme", phase=spb.PHASE_2,
-        country_codes=["KR"])), metadata=_who(system))
+        country_codes=["KR"]), reason="awarded 2026-11"), metadata=_who(system))
     entries = await _history(system, f"studies/{sid}")
-    assert [e.actor for e in entries] == [ACTOR], "a study's creation is not in its history"
+    assert [(e.actor, e.reason) for e in entries] == [(ACTOR, "awarded 2026-11")], \
+        "a study's creation is not in its history"
 
 
 async def _add_study_site(system: RunningSystem) -> None:
     site = await create_site(system)
     study = await create_study(system, unique("aud"))
-    await add_study_site(system, study.name, site.name)
+    await add_study_site_via(system.tracker, _who(system), study.name, site.name,
+                             reason="PI confirmed interest")
     ss = f"{study.name}/{site.name}"
     entries = await _history(system, ss)
-    assert [(e.milestone, e.actor) for e in entries] == [("study-site", "admin")]
+    assert [(e.milestone, e.actor, e.reason) for e in entries] == [
+        ("study-site", ACTOR, "PI confirmed interest")]
 
 
 CHANGES: dict[str, Check] = {
@@ -208,3 +230,20 @@ def test_no_rpc_alters_or_deletes_audit_entries() -> None:
 async def test_every_change_is_in_the_audit_trail_with_actor_and_reason(
         shared_system: RunningSystem, rpc: str) -> None:
     await CHANGES[rpc](shared_system)
+
+
+async def test_a_reason_longer_than_the_audit_trail_keeps_is_refused_and_changes_nothing(
+        shared_system: RunningSystem) -> None:
+    system = shared_system
+    study = await create_study(system, unique("aud"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.tracker.UpdateStudy(spb.UpdateStudyRequest(
+            study=spb.Study(name=study.name, title="Renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]), reason="x" * 501),
+            metadata=_who(system))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in field_violations(caught.value)
+    after = await system.tracker.GetStudy(spb.GetStudyRequest(name=study.name),
+                                          metadata=system.admin)
+    assert (after.title, after.etag) == (study.title, study.etag)
+    assert len(await _history(system, study.name)) == 1  # its creation only

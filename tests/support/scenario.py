@@ -55,13 +55,14 @@ async def add_study_site(system: RunningSystem, study: str, site: str,
 
 async def add_study_site_via(tracker: startup_pb2_grpc.StartupTrackerStub,
                              auth: list[tuple[str, str]], study: str, site: str,
-                             timeout_s: float = 30.0) -> startup_pb2.StudySite:
+                             timeout_s: float = 30.0, reason: str = "") -> startup_pb2.StudySite:
     """`add_study_site` through any tracker stub (a service in its own process, say)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return await tracker.AddStudySite(
-                startup_pb2.AddStudySiteRequest(parent=study, site=site), metadata=auth)
+                startup_pb2.AddStudySiteRequest(parent=study, site=site, reason=reason),
+                metadata=auth)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
                 raise

@@ -100,7 +100,8 @@ class SiteRegistryServicer(registry_pb2_grpc.SiteRegistryServicer):
     async def CreateSite(self, request: registry_pb2.CreateSiteRequest,
                          context: grpc.aio.ServicerContext) -> registry_pb2.Site:
         site = await self._service.create_site(
-            current_principal(), site_values(request.site), request.site_id, request.request_id)
+            current_principal(), site_values(request.site), request.site_id, request.request_id,
+            request.reason)
         return site_message(site)
 
     async def GetSite(self, request: registry_pb2.GetSiteRequest,
@@ -149,7 +150,7 @@ class SiteRegistryServicer(registry_pb2_grpc.SiteRegistryServicer):
                           ) -> registry_pb2.ImportSitesResponse:
         result = await self._service.import_sites(
             current_principal(), request.content, _FORMATS.get(request.format),
-            request.allow_partial)
+            request.allow_partial, request.reason)
         return registry_pb2.ImportSitesResponse(
             created_count=len(result.created), unchanged_count=result.unchanged,
             created_sites=result.created,

@@ -23,7 +23,7 @@ from services.common.errors import (
 )
 from services.common.identity import Principal
 from services.common.resource_names import ID_PATTERN, ID_RULE, check_id, new_id
-from services.common.validation import build, violations_from
+from services.common.validation import build, check_reason, violations_from
 from services.site_registry.domain.events import SiteRegistered, SiteStatusChanged, SiteUpdated
 from services.site_registry.domain.model import (
     UPDATABLE_FIELDS,
@@ -65,15 +65,6 @@ def _audit(action: AuditAction, principal: Principal, before: Site | None, after
                       before=before, after=after, changed_fields=changed, reason=reason)
 
 
-def _reason(reason: str, required: bool) -> str:
-    text = reason.strip()
-    if required and not text:
-        raise InvalidArgument([FieldViolation("reason", "is required")])
-    if len(text) > 500:
-        raise InvalidArgument([FieldViolation("reason", "is longer than 500 characters")])
-    return text
-
-
 
 async def _site_to_change(uow: RegistryUnitOfWork, site_id: str, etag: str,
                           request_id: str) -> tuple[Site, bool]:
@@ -93,10 +84,11 @@ class SiteRegistryService:
         self._uow = unit_of_work
 
     async def create_site(self, principal: Principal, details: dict[str, Any], site_id: str,
-                          request_id: str = "") -> Site:
+                          request_id: str = "", reason: str = "") -> Site:
         _require_admin(principal)
         site_id = check_id(site_id, "site_id") if site_id else new_id("site")
         valid = build(SiteDetails, details, prefix="site")
+        reason = check_reason(reason)
         async with self._uow() as uow:
             if request_id and (earlier := await uow.requests.seen(request_id)):
                 site = await uow.sites.get(earlier.removeprefix("sites/"))
@@ -111,7 +103,8 @@ class SiteRegistryService:
             now = datetime.now(UTC)
             site = Site(site_id=site_id, details=valid, create_time=now, update_time=now)
             await uow.sites.add(site)
-            await uow.audit.append(_audit(AuditAction.CREATE, principal, None, site))
+            await uow.audit.append(_audit(AuditAction.CREATE, principal, None, site,
+                                          reason=reason))
             if request_id:
                 await uow.requests.remember(request_id, site.name)
             uow.emit(SiteRegistered(site=site, actor=principal))
@@ -145,7 +138,7 @@ class SiteRegistryService:
                           mask: list[str], etag: str, request_id: str = "",
                           reason: str = "") -> Site:
         _require_admin(principal)
-        reason = _reason(reason, required=False)
+        reason = check_reason(reason)
         paths = list(UPDATABLE_FIELDS) if mask == ["*"] else mask
         if not paths:
             raise InvalidArgument([FieldViolation("update_mask", "name at least one field")])
@@ -187,7 +180,7 @@ class SiteRegistryService:
                             reason: str, etag: str = "", request_id: str = "") -> Site:
         """Suspend, reactivate or close a site (AIP-136 custom methods)."""
         _require_admin(principal)
-        reason = _reason(reason, required=True)
+        reason = check_reason(reason, required=True)
         async with self._uow() as uow:
             current, replayed = await _site_to_change(uow, site_id, etag, request_id)
             if replayed:
@@ -205,11 +198,12 @@ class SiteRegistryService:
             return changed
 
     async def import_sites(self, principal: Principal, content: bytes, fmt: ImportFormat | None,
-                           allow_partial: bool) -> ImportResult:
+                           allow_partial: bool, reason: str = "") -> ImportResult:
         """Register the sites of a file. Rows identical to a registered site are skipped
         (so a re-import changes nothing); any bad row stops the whole file unless
         `allow_partial`."""
         _require_admin(principal)
+        reason = check_reason(reason) or "bulk import"
         if fmt is None:
             raise InvalidArgument([FieldViolation("format", "must be CSV or JSONL")])
         rows, errors = parse_rows(content, fmt)
@@ -269,7 +263,7 @@ class SiteRegistryService:
             for site in fresh:
                 await uow.sites.add(site)
                 await uow.audit.append(_audit(AuditAction.IMPORT, principal, None, site,
-                                              reason="bulk import"))
+                                              reason=reason))
                 uow.emit(SiteRegistered(site=site, actor=principal))
                 result.created.append(site.name)
             await uow.commit()

@@ -108,7 +108,8 @@ class TrackerEventCodec:
         elif isinstance(event, StudyUpdated):
             message = events_pb2.StudyUpdated(
                 study=study_state(study), before=study_state(event.before),
-                changed_fields=list(event.changed_fields), actor=actor(event.actor))
+                changed_fields=list(event.changed_fields), actor=actor(event.actor),
+                reason=event.reason)
             subject = study.name
         elif isinstance(event, CountryApprovalRecorded):
             a = event.after

@@ -46,6 +46,7 @@ class StudyUpdated:
     before: Study
     changed_fields: tuple[str, ...]
     actor: Principal
+    reason: str = ""
 
 
 @dataclass(frozen=True)

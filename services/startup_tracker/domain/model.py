@@ -18,6 +18,7 @@ from services.common.errors import (
     PreconditionViolation,
 )
 from services.common.geography import COUNTRY_CODES
+from services.common.validation import MAX_REASON
 from services.startup_tracker.domain.documents import GREENLIGHT_MILESTONE
 from services.startup_tracker.domain.templates import (
     COUNTRY_GATED,
@@ -263,7 +264,6 @@ class MilestoneChange:
 
 
 MAX_NOTE = 2000
-MAX_REASON = 500
 NEVER_NOT_APPLICABLE = frozenset({"site-selected", "site-activated"})
 
 

@@ -269,7 +269,7 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
         principal = current_principal()
         study = await self._service.create_study(
             principal, study_values(request.study), request.study_id, request.request_id,
-            template_choice(request.study.template))
+            template_choice(request.study.template), request.reason)
         return study_message(study, await self._service.country_approvals(principal, study))
 
     async def GetStudy(self, request: startup_pb2.GetStudyRequest,
@@ -291,7 +291,7 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
         (study_id,) = parse(request.parent, "studies/{study}", field="parent")
         (site_id,) = parse(request.site, "sites/{site}", field="site")
         study, study_site = await self._service.add_study_site(
-            current_principal(), study_id, site_id, request.request_id)
+            current_principal(), study_id, site_id, request.request_id, request.reason)
         return study_site_message(study, study_site,
                                   self._service.site_facts(study, study_site))
 
@@ -350,7 +350,8 @@ class StartupTrackerServicer(startup_pb2_grpc.StartupTrackerServicer):
         if "phase" in mask and request.study.phase == startup_pb2.PHASE_UNSPECIFIED:
             values["phase"] = None  # named in the mask but not given: refused, not kept
         study = await self._service.update_study(principal, study_id, values, mask,
-                                                 request.study.etag, request.request_id)
+                                                 request.study.etag, request.request_id,
+                                                 request.reason)
         return study_message(study, await self._service.country_approvals(principal, study))
 
     async def RecordCountryApproval(self, request: startup_pb2.RecordCountryApprovalRequest,

@@ -23,7 +23,7 @@ from services.common.errors import (
 )
 from services.common.identity import Principal, Role
 from services.common.resource_names import check_id, new_id
-from services.common.validation import build, violations_from
+from services.common.validation import build, check_reason, violations_from
 from services.startup_tracker.domain.documents import (
     GREENLIGHT_MILESTONE,
     DocumentChange,
@@ -196,10 +196,12 @@ class StartupTrackerService:
 
     async def create_study(self, principal: Principal, details: dict[str, Any], study_id: str,
                            request_id: str = "",
-                           choice: TemplateChoice = TemplateChoice()) -> Study:
+                           choice: TemplateChoice = TemplateChoice(),
+                           reason: str = "") -> Study:
         if principal.role not in (Role.ADMIN, Role.SPONSOR):
             raise PermissionDenied("only an admin or a sponsor may create studies")
         study_id = check_id(study_id, "study_id") if study_id else new_id("study")
+        reason = check_reason(reason)
         if principal.role is Role.SPONSOR and not details.get("sponsor_org"):
             details = {**details, "sponsor_org": principal.org}
         valid = build(StudyDetails, details, prefix="study")
@@ -230,7 +232,7 @@ class StartupTrackerService:
             await uow.studies.add(study)
             # The record starts with the study itself (ICH E6(R3): who created it, when).
             await uow.history.append(study_id, "", "study", {}, _study_dict(study),
-                                     principal.subject, principal.role.value, "", now)
+                                     principal.subject, principal.role.value, reason, now)
             if request_id:
                 await uow.requests.remember(request_id, study.name)
             uow.emit(StudyCreated(study=study, actor=principal))
@@ -257,7 +259,8 @@ class StartupTrackerService:
     # --- study-sites ------------------------------------------------------------------
 
     async def add_study_site(self, principal: Principal, study_id: str, site_id: str,
-                             request_id: str = "") -> tuple[Study, StudySite]:
+                             request_id: str = "", reason: str = "") -> tuple[Study, StudySite]:
+        reason = check_reason(reason)
         async with self._uow() as uow:
             study = await self._visible_study(uow, principal, study_id)
             if not self._may_manage(principal, study):
@@ -288,7 +291,7 @@ class StartupTrackerService:
             await uow.history.append(study_id, site_id, "study-site", {},
                                      {"site": site.name, "country_code": site.country_code,
                                       "region_code": site.region_code},
-                                     principal.subject, principal.role.value, "", now)
+                                     principal.subject, principal.role.value, reason, now)
             for doc in new_checklist(document_template_of(study, study_site), now).values():
                 await uow.documents.put(study_id, site_id, doc)
             if request_id:
@@ -419,7 +422,9 @@ class StartupTrackerService:
     # --- study changes and country approvals ------------------------------------------
 
     async def update_study(self, principal: Principal, study_id: str, values: dict[str, Any],
-                           mask: list[str], etag: str, request_id: str = "") -> Study:
+                           mask: list[str], etag: str, request_id: str = "",
+                           reason: str = "") -> Study:
+        reason = check_reason(reason)
         paths = list(UPDATABLE_STUDY_FIELDS) if mask == ["*"] else mask
         if not paths:
             raise InvalidArgument([FieldViolation("update_mask", "name at least one field")])
@@ -468,11 +473,11 @@ class StartupTrackerService:
                 raise EtagMismatch(current.name)
             await uow.history.append(study_id, "", "study", _study_dict(current),
                                      _study_dict(updated), principal.subject,
-                                     principal.role.value, "", now)
+                                     principal.role.value, reason, now)
             if request_id:
                 await uow.requests.remember(request_id, updated.name)
             uow.emit(StudyUpdated(study=updated, before=current, changed_fields=changed,
-                                  actor=principal))
+                                  actor=principal, reason=reason))
             await uow.commit()
             return updated
 

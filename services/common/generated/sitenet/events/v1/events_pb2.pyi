@@ -548,6 +548,9 @@ class StudyUpdated(_message.Message):
     BEFORE_FIELD_NUMBER: _builtins.int
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, as the caller gave it (may be empty)."""
     @_builtins.property
     def study(self) -> Global___StudyState:
         """After the change."""
@@ -571,10 +574,11 @@ class StudyUpdated(_message.Message):
         before: Global___StudyState | None = ...,
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
         actor: Global___Actor | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before", b"before", "study", b"study"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before", b"before", "changed_fields", b"changed_fields", "study", b"study"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "before", b"before", "changed_fields", b"changed_fields", "reason", b"reason", "study", b"study"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -240,12 +240,15 @@ class CreateSiteRequest(_message.Message):
     SITE_FIELD_NUMBER: _builtins.int
     SITE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     site_id: _builtins.str
     """Final segment of the resource name: 1-63 of `a-z`, `0-9`, `-`, starting with a letter.
     Generated when empty.
     """
     request_id: _builtins.str
     """Optional idempotency key (UUID): a retry with the same key returns the first result."""
+    reason: _builtins.str
+    """Optional: why, kept in the audit trail (at most 500 characters)."""
     @_builtins.property
     def site(self) -> Global___Site:
         """The site to register; `name` is ignored."""
@@ -256,10 +259,11 @@ class CreateSiteRequest(_message.Message):
         site: Global___Site | None = ...,
         site_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["site", b"site"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "site", b"site", "site_id", b"site_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "site", b"site", "site_id", b"site_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -524,22 +528,28 @@ class ImportSitesRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     content: _builtins.bytes
     """The file's bytes (UTF-8); the whole request must fit gRPC's 4 MiB message limit."""
     format: Global___ImportSitesRequest.Format.ValueType
     """Format of `content`."""
     allow_partial: _builtins.bool
     """Write the good rows even when some rows are bad."""
+    reason: _builtins.str
+    """Optional: why, kept in the audit trail of every site imported (at most 500
+    characters); empty records "bulk import".
+    """
     def __init__(
         self,
         *,
         content: _builtins.bytes = ...,
         format: Global___ImportSitesRequest.Format.ValueType = ...,
         allow_partial: _builtins.bool = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "content", b"content", "format", b"format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "content", b"content", "format", b"format", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

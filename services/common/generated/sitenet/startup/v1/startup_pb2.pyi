@@ -1037,10 +1037,13 @@ class CreateStudyRequest(_message.Message):
     STUDY_FIELD_NUMBER: _builtins.int
     STUDY_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     study_id: _builtins.str
     """Final segment of the resource name; generated when empty."""
     request_id: _builtins.str
     """Optional idempotency key (UUID)."""
+    reason: _builtins.str
+    """Optional: why, kept in the study's history (at most 500 characters)."""
     @_builtins.property
     def study(self) -> Global___Study:
         """The study; `name` is ignored."""
@@ -1051,10 +1054,11 @@ class CreateStudyRequest(_message.Message):
         study: Global___Study | None = ...,
         study_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "study", b"study", "study_id", b"study_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "study", b"study", "study_id", b"study_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1149,22 +1153,26 @@ class AddStudySiteRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     SITE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The study: `studies/{study}`."""
     site: _builtins.str
     """The registry site to add: `sites/{site}`."""
     request_id: _builtins.str
     """Optional idempotency key (UUID)."""
+    reason: _builtins.str
+    """Optional: why, kept in the study-site's history (at most 500 characters)."""
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         site: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "request_id", b"request_id", "site", b"site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "reason", b"reason", "request_id", b"request_id", "site", b"site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1320,8 +1328,13 @@ class UpdateStudyRequest(_message.Message):
     STUDY_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Optional idempotency key (UUID)."""
+    reason: _builtins.str
+    """Optional: why, kept in the study's history and the StudyUpdated event (at most 500
+    characters).
+    """
     @_builtins.property
     def study(self) -> Global___Study:
         """The study; `name` says which."""
@@ -1338,10 +1351,11 @@ class UpdateStudyRequest(_message.Message):
         study: Global___Study | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "study", b"study", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "study", b"study", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
