@@ -108,8 +108,6 @@ def build(settings: Settings) -> NotificationsApp:
     # After the gRPC server: they stop first, before the database is disposed.
     runtime.add("webhook worker", start_webhooks, stop_webhooks)
     # The alerts of time passing (overdue, blocked too long).
-    runtime.add_periodic("alert timer",
-                         lambda: service.check_alerts(now=dt.datetime.now(dt.UTC)),
-                         settings.alert_check_interval_s)
+    runtime.add_periodic("alert timer", service.check_alerts, settings.alert_check_interval_s)
     return NotificationsApp(runtime=runtime, server=server, consumer=consumer, service=service,
                             webhooks=webhooks)

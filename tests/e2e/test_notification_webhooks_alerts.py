@@ -4,25 +4,35 @@ raises itself, through gRPC against the real broker on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from services.common import topics
 from services.common.events import Envelope
 from services.notifications.domain.webhooks import SIGNATURE_HEADER, verify
 from sitenet.events.v1 import events_pb2
 from sitenet.notifications.v1 import notifications_pb2 as npb
+from sitenet.registry.v1 import registry_pb2
 from sitenet.startup.v1 import startup_pb2
 from tests.conftest import BACKENDS
 from tests.support.errors import fails, field_violations
 from tests.support.notify import eventually, plan, publish, stream, webhook_receiver
-from tests.support.scenario import add_study_site, create_site, create_study, record, unique
+from tests.support.scenario import (
+    add_study_site,
+    create_site,
+    create_study,
+    day,
+    record,
+    unique,
+)
 from tests.support.system import RunningSystem, running_system
 
 SECRET = "whsec-0123456789abcdef"
@@ -213,6 +223,142 @@ async def test_alerts_overdue_irb_rejection_blocked_and_suspension(
     await alerts.close()
     assert len(alerts.items) == 5
     assert len({n.event_id for n in alerts.items}) == 5
+
+
+MINUTE = dt.timedelta(minutes=1)
+# A milestone due 2026-03-10 is overdue from 00:00 on 03-11 at the site:
+SEOUL_MIDNIGHT = dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC)  # 00:00 KST (UTC+9)
+UTC_MIDNIGHT = dt.datetime(2026, 3, 11, 0, 0, tzinfo=dt.UTC)
+LA_MIDNIGHT = dt.datetime(2026, 3, 11, 7, 0, tzinfo=dt.UTC)  # 00:00 PDT (UTC-7 since 03-08)
+
+
+async def test_overdue_alert_comes_when_the_date_at_the_site_is_past_due(
+        fast: RunningSystem) -> None:
+    """The alert comes at the instant the tracker starts counting the milestone overdue
+    (days_overdue 1): at midnight after the due date in the site's time zone, once."""
+    system = fast
+    notifications, tracker = system.notifications_app.service, system.tracker_app.service
+    clocks = notifications.clock, tracker.clock
+
+    def at(moment: dt.datetime) -> None:
+        notifications.clock = tracker.clock = lambda: moment
+
+    at(SEOUL_MIDNIGHT - MINUTE)
+    try:
+        seoul = await create_site(system, time_zone="Asia/Seoul")
+        la = await create_site(system, country="US", region="US-CA",
+                               time_zone="America/Los_Angeles")
+        moved = await create_site(system, time_zone="Asia/Seoul")  # to Los Angeles, below
+        study = await create_study(system, countries=("KR", "US"))
+        events = stream(system, cursor="0", studies=[study.name])
+        alerts = stream(system, cursor="0", studies=[study.name], event_types=[ALERT])
+        kr, us, mv = [(await add_study_site(system, study.name, site.name)).name
+                      for site in (seoul, la, moved)]
+        for ss in (kr, us, mv):
+            await record(system, ss, "site-selected", "2026-02-24")
+            await plan(system, ss, "cda-executed", "2026-03-20")  # target: +14 d, 03-10
+
+        # A study-site told of by a tracker from before events carried the zone: UTC.
+        old_site = unique("old")
+        ref = events_pb2.StudySiteRef(
+            name=f"{study.name}/sites/{old_site}", study=study.name, site=f"sites/{old_site}",
+            sponsor_org="acme", country_code="KR", region_code="KR-11",
+            site_display_name_en="Old Hospital", protocol_number=study.protocol_number)
+        due = events_pb2.MilestoneState(milestone="cda-executed", display_name="CDA executed",
+                                        status="PLANNED", due_date=day("2026-03-10"))
+        study_id = study.name.removeprefix("studies/")
+        await publish(system, [Envelope(
+            type=f"sitenet.events.v1.{type(message).__name__}", source="//sitenet/test",
+            subject=subject, topic=system.settings.topic(topics.STUDIES.name), key=study_id,
+            data=message.SerializeToString()) for message, subject in (
+                (events_pb2.StudySiteAdded(study_site=ref), ref.name),
+                (events_pb2.MilestoneRecorded(study_site=ref, after=due),
+                 f"{ref.name}/milestones/cda-executed"))])
+
+        # The registry moves a site to another zone: both services follow.
+        site_events = stream(system, cursor="0", sites=[moved.name],
+                             event_types=["sitenet.events.v1.SiteUpdated"])
+        await system.registry.UpdateSite(registry_pb2.UpdateSiteRequest(
+            site=registry_pb2.Site(name=moved.name, etag=moved.etag,
+                                   time_zone="America/Los_Angeles"),
+            update_mask=field_mask_pb2.FieldMask(paths=["time_zone"])), metadata=system.admin)
+        await site_events.wait_for(1)
+
+        old = ref.name
+        await eventually(lambda: _all_recorded(events, {kr, us, mv, old}), timeout_s=15)
+        added = next(n for n in events.items if n.subject == kr
+                     and n.event_type == "sitenet.events.v1.StudySiteAdded")
+        assert events_pb2.StudySiteAdded.FromString(
+            added.event.value).study_site.time_zone == "Asia/Seoul"
+
+        async def days_overdue(ss: str) -> int:
+            got = await system.tracker.GetStudySite(
+                startup_pb2.GetStudySiteRequest(name=ss), metadata=system.admin)
+            return next(m.days_overdue for m in got.milestones if m.milestone == "cda-executed")
+
+        async def tracker_days() -> dict[str, int]:
+            return {ss: await days_overdue(ss) for ss in (kr, us, mv)}
+
+        # The tracker learns of the move by its own consumer: at 00:00 in Seoul, the site
+        # that moved is not overdue there once it has.
+        tracker.clock = lambda: SEOUL_MIDNIGHT
+        await eventually(lambda: _is(days_overdue(mv), 0))
+        tracker.clock = lambda: SEOUL_MIDNIGHT - MINUTE
+
+        async def raised(count: int) -> set[str]:
+            """The study-sites alerted overdue, once `count` alerts are in and several timer
+            ticks (and a check of our own) raise no more."""
+            await alerts.wait_for(count)
+            await notifications.check_alerts()
+            await asyncio.sleep(0.8)
+            assert len(alerts.items) == count, [n.text_en for n in alerts.items]
+            decoded = [npb.Alert.FromString(n.event.value) for n in alerts.items]
+            assert all(x.kind == npb.Alert.MILESTONE_OVERDUE and x.due_date == "2026-03-10"
+                       for x in decoded)
+            return {x.study_site for x in decoded}
+
+        # 23:59 in Seoul on the due date: due today, overdue nowhere.
+        assert await raised(0) == set()
+        assert await tracker_days() == {kr: 0, us: 0, mv: 0}
+        # 00:00 in Seoul: Seoul only (the site that moved is on Los Angeles time now).
+        at(SEOUL_MIDNIGHT)
+        assert await raised(1) == {kr}
+        assert await tracker_days() == {kr: 1, us: 0, mv: 0}
+        at(UTC_MIDNIGHT - MINUTE)
+        assert await raised(1) == {kr}
+        # 00:00 UTC: the study-site whose zone no event told.
+        at(UTC_MIDNIGHT)
+        assert await raised(2) == {kr, old}
+        # 23:59 in Los Angeles, already 03-11 in UTC: not yet.
+        at(LA_MIDNIGHT - MINUTE)
+        assert await raised(2) == {kr, old}
+        assert await tracker_days() == {kr: 1, us: 0, mv: 0}
+        at(LA_MIDNIGHT)
+        assert await raised(4) == {kr, old, us, mv}
+        assert await tracker_days() == {kr: 1, us: 1, mv: 1}
+
+        # Done: cleared, as before.
+        await record(system, kr, "cda-executed", "2026-03-11")
+        cleared = (await alerts.wait_for(5))[4]
+        assert npb.Alert.FromString(cleared.event.value).kind == \
+            npb.Alert.MILESTONE_OVERDUE_CLEARED
+        for collector in (events, alerts, site_events):
+            await collector.close()
+    finally:
+        notifications.clock, tracker.clock = clocks
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def _all_recorded(events: object, study_sites: set[str]) -> bool:
+    """Every study-site's cda-executed has reached the notification service."""
+    seen = {n.subject.rsplit("/milestones/", 1)[0]
+            for n in events.items  # type: ignore[attr-defined]
+            if n.event_type == "sitenet.events.v1.MilestoneRecorded"
+            and n.subject.endswith("/milestones/cda-executed")}
+    return set(study_sites) <= seen
 
 
 async def test_restart_resumes_pending_webhook_deliveries(

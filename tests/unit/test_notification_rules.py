@@ -1,11 +1,13 @@
 """Pure rules of notifications: signatures receivers can verify, backoff bounds,
-the filter in Python agreeing with its meaning, alert texts in both languages."""
+the filter in Python agreeing with its meaning, alert texts in both languages, and
+"overdue" by the date at the site, as the tracker counts it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import random
+import zoneinfo
 
 import pytest
 
@@ -16,6 +18,9 @@ from services.notifications.domain.model import (
     Notification,
     NotificationFilter,
     StudySiteInfo,
+    TrackedMilestone,
+    date_at,
+    overdue_only_before,
 )
 from services.notifications.domain.webhooks import (
     WebhookNetworks,
@@ -23,6 +28,8 @@ from services.notifications.domain.webhooks import (
     signature,
     verify,
 )
+from services.startup_tracker.domain.model import SiteReplica
+from services.startup_tracker.service_layer.handlers import StartupTrackerService
 
 SECRET = "whsec-0123456789abcdef"
 
@@ -122,3 +129,53 @@ def test_a_webhook_url_naming_a_refused_address_is_refused_before_any_lookup() -
     loopback = WebhookNetworks.parse("127.0.0.0/8,::1/128")
     assert loopback.refusal("http://localhost:8080/hook") is None
     assert loopback.refusal("https://169.254.169.254/") is not None
+
+
+def _due(time_zone: str, due: dt.date = dt.date(2026, 3, 10)) -> TrackedMilestone:
+    where = StudySiteInfo(name="studies/s/sites/x", study="studies/s", site="sites/x",
+                          time_zone=time_zone)
+    return TrackedMilestone(where, "cda-executed", "CDA executed", "CDA", due)
+
+
+@pytest.mark.parametrize(("time_zone", "last_on_time", "first_overdue"), [
+    ("Asia/Seoul", "2026-03-10T14:59:59Z", "2026-03-10T15:00:00Z"),  # UTC+9
+    ("America/Los_Angeles", "2026-03-11T06:59:59Z", "2026-03-11T07:00:00Z"),  # PDT, UTC-7
+    ("Europe/London", "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),
+    ("", "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),  # not told: UTC
+    ("Mars/Olympus_Mons", "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),  # unknown: UTC
+    ("../etc/passwd", "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),
+    ("America", "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),  # a directory
+    ("Asia/" + "x" * 300, "2026-03-10T23:59:59Z", "2026-03-11T00:00:00Z"),
+])
+def test_a_milestone_is_overdue_from_midnight_after_its_due_date_at_the_site(
+        time_zone: str, last_on_time: str, first_overdue: str) -> None:
+    milestone = _due(time_zone)
+    assert not milestone.overdue(dt.datetime.fromisoformat(last_on_time))
+    assert milestone.overdue(dt.datetime.fromisoformat(first_overdue))
+    assert not _due(time_zone, due=None).overdue(  # type: ignore[arg-type]
+        dt.datetime.fromisoformat(first_overdue))
+
+
+def test_overdue_agrees_with_the_tracker_in_every_zone_around_every_midnight() -> None:
+    """For each zone this host knows, at instants around local midnight (and around a DST
+    change): overdue here exactly when the tracker counts days overdue; and never for a
+    due date the SQL bound passes over."""
+    instants = [dt.datetime(2026, 3, 8, tzinfo=dt.UTC) + dt.timedelta(minutes=30 * i + s)
+                for i in range(48) for s in (-1, 0)]  # US DST starts
+    instants += [dt.datetime(2026, 10, 25, h, m, tzinfo=dt.UTC)
+                 for h in range(24) for m in (0, 59)]  # Europe's DST ends
+    clock = [instants[0]]
+    tracker = StartupTrackerService(lambda: None, clock=lambda: clock[0])  # type: ignore
+    checked = 0
+    for zone in sorted(zoneinfo.available_timezones()):
+        site = SiteReplica("x", "", "", "KR", "KR-11", "ACTIVE", zone, 1)
+        for now in instants:
+            clock[0] = now
+            today = tracker.today_at(site)
+            assert date_at(now, zone) == today
+            for due in (today - dt.timedelta(days=1), today):
+                assert _due(zone, due).overdue(now) is (due < today)
+            latest_overdue = today - dt.timedelta(days=1)  # due yesterday at the site
+            assert latest_overdue < overdue_only_before(now)
+            checked += 1
+    assert checked > 50_000

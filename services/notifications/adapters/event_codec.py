@@ -43,7 +43,7 @@ def _study_site_facts(ce_type: str, ref: events_pb2.StudySiteRef, **more: object
         event_type=ce_type, study=ref.study, site=ref.site, sponsor_org=ref.sponsor_org,
         country_code=ref.country_code, region_code=ref.region_code,
         protocol_number=ref.protocol_number, site_name_en=ref.site_display_name_en,
-        site_name_ko=ref.site_display_name_ko, study_site=ref.name,
+        site_name_ko=ref.site_display_name_ko, study_site=ref.name, time_zone=ref.time_zone,
         **more)  # type: ignore[arg-type]
 
 
@@ -75,7 +75,7 @@ def facts_of(ce_type: str, message: Message) -> EventFacts:
         return EventFacts(event_type=ce_type, site=s.name, country_code=s.country_code,
                           region_code=s.region_code, site_name_en=s.display_name_en,
                           site_name_ko=s.display_name_ko, status=s.status,
-                          before_status=before, details=details)
+                          before_status=before, details=details, time_zone=s.time_zone)
     if isinstance(message, events_pb2.StudyCreated):
         st = message.study
         return EventFacts(event_type=ce_type, study=st.name, sponsor_org=st.sponsor_org,

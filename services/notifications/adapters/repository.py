@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, text, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.identity import Principal, Role
@@ -31,6 +42,7 @@ from services.notifications.domain.model import (
     Subscription,
     TrackedMilestone,
     WebhookTarget,
+    overdue_only_before,
 )
 
 log_t = notification_log
@@ -277,7 +289,7 @@ def _info(row: Any) -> StudySiteInfo:
         name=row.name, study=row.study, site=row.site, sponsor_org=row.sponsor_org,
         country_code=row.country_code, region_code=row.region_code,
         protocol_number=row.protocol_number, site_name_en=row.site_name_en,
-        site_name_ko=row.site_name_ko)
+        site_name_ko=row.site_name_ko, time_zone=row.time_zone)
 
 
 class SqlAlertState:
@@ -289,11 +301,17 @@ class SqlAlertState:
                       country_code=info.country_code, region_code=info.region_code,
                       protocol_number=info.protocol_number, site_name_en=info.site_name_en,
                       site_name_ko=info.site_name_ko)
+        if info.time_zone:  # an event that does not say keeps the zone known
+            values["time_zone"] = info.time_zone
         result = await self._conn.execute(update(ss_t).where(ss_t.c.name == info.name)
                                           .values(**values))
         if result.rowcount == 0:
             await self._conn.execute(ss_t.insert().values(name=info.name, blocked_alerted=False,
                                                           **values))
+
+    async def set_time_zone(self, site: str, time_zone: str) -> None:
+        await self._conn.execute(update(ss_t).where(
+            ss_t.c.site == site, ss_t.c.time_zone != time_zone).values(time_zone=time_zone))
 
     async def study_sites_of(self, site: str) -> list[StudySiteInfo]:
         rows = (await self._conn.execute(select(ss_t).where(ss_t.c.site == site)
@@ -328,21 +346,37 @@ class SqlAlertState:
         await self._conn.execute(update(ss_t).where(ss_t.c.name == study_site).values(
             blocked_since=since, blocked_alerted=False))
 
-    async def claim_overdue(self, today: dt.date, limit: int) -> list[TrackedMilestone]:
-        rows = (await self._conn.execute(
-            select(ms_t, ss_t).join(ss_t, ss_t.c.name == ms_t.c.study_site)
-            .where(ms_t.c.status.in_(OPEN_STATUSES), ms_t.c.due_date < today,
-                   ms_t.c.overdue_alerted == False)  # noqa: E712
-            .order_by(ms_t.c.due_date).limit(limit))).all()
-        out = []
-        for r in rows:
-            result = await self._conn.execute(update(ms_t).where(
-                ms_t.c.study_site == r.study_site, ms_t.c.milestone == r.milestone,
-                ms_t.c.overdue_alerted == False).values(overdue_alerted=True))  # noqa: E712
-            if result.rowcount == 1:
-                out.append(TrackedMilestone(_info(r), r.milestone, r.name_en, r.name_ko,
-                                            r.due_date))
-        return out
+    async def claim_overdue(self, now: datetime, limit: int) -> list[TrackedMilestone]:
+        # SQL narrows to what may be overdue somewhere (due by today's UTC date); the
+        # site's zone decides. The few due yesterday or today that are not overdue at
+        # their site yet are passed over, in pages, so they never hold back the rest.
+        before = overdue_only_before(now)
+        order = (ms_t.c.due_date, ms_t.c.study_site, ms_t.c.milestone)
+        query = (select(ms_t, ss_t).join(ss_t, ss_t.c.name == ms_t.c.study_site)
+                 .where(ms_t.c.status.in_(OPEN_STATUSES), ms_t.c.due_date < before,
+                        ms_t.c.overdue_alerted == False)  # noqa: E712
+                 .order_by(*order).limit(limit))
+        out: list[TrackedMilestone] = []
+        page = query
+        while True:
+            rows = (await self._conn.execute(page)).all()
+            for r in rows:
+                milestone = TrackedMilestone(_info(r), r.milestone, r.name_en, r.name_ko,
+                                             r.due_date)
+                if not milestone.overdue(now):
+                    continue
+                result = await self._conn.execute(update(ms_t).where(
+                    ms_t.c.study_site == r.study_site, ms_t.c.milestone == r.milestone,
+                    ms_t.c.overdue_alerted == False).values(overdue_alerted=True))  # noqa: E712
+                if result.rowcount == 1:
+                    out.append(milestone)
+                    if len(out) == limit:
+                        return out
+            if len(rows) < limit:
+                return out
+            last = rows[-1]
+            page = query.where(tuple_(*order) > tuple_(last.due_date, last.study_site,
+                                                       last.milestone))
 
     async def claim_blocked(self, since_before: datetime,
                             limit: int) -> list[tuple[StudySiteInfo, datetime]]:

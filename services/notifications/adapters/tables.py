@@ -113,6 +113,9 @@ alert_study_sites = Table(
     Column("site_name_ko", String(200), nullable=False),
     Column("blocked_since", DateTime(timezone=True), nullable=True),
     Column("blocked_alerted", Boolean, nullable=False, default=False),
+    # IANA zone of the site: its milestones are overdue when the date there is past
+    # their due date. 'UTC' when no event has said (rows from before revision 0002).
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
 )
 
 alert_milestones = Table(

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -139,6 +140,7 @@ class EventFacts:
     before_status: str = ""
     study_site: str = ""
     details: dict[str, str] = field(default_factory=dict)
+    time_zone: str = ""  # the site's IANA zone; empty when the event does not say
 
 
 ALERT_TYPE = "sitenet.notifications.v1.Alert"
@@ -165,6 +167,25 @@ class StudySiteInfo:
     protocol_number: str = ""
     site_name_en: str = ""
     site_name_ko: str = ""
+    time_zone: str = ""  # IANA zone of the site; empty: not known (UTC)
+
+
+def date_at(now: dt.datetime, time_zone: str) -> dt.date:
+    """The date at a site at the instant `now`: in its IANA zone, as the tracker counts
+    it. UTC when the zone is empty (events from before sites carried one) or unknown to
+    this host's time zone database (never an error: one bad row must not stop the alerts
+    of all the others)."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(time_zone) if time_zone else dt.UTC
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # e.g. "Asia/", "America"
+        zone = dt.UTC
+    return now.astimezone(zone).date()
+
+
+def overdue_only_before(now: dt.datetime) -> dt.date:
+    """Milestones due before this date may be overdue at `now` at some site; one due on it
+    or later is overdue nowhere, as no place is a day or more ahead of UTC (+14:00 at most)."""
+    return (now.astimezone(dt.UTC) + dt.timedelta(days=1)).date()
 
 
 @dataclass(frozen=True)
@@ -240,3 +261,9 @@ class TrackedMilestone:
     name_en: str
     name_ko: str
     due_date: dt.date | None
+
+    def overdue(self, now: dt.datetime) -> bool:
+        """Past its due date at the site: the site's date at `now` is after it (the
+        tracker's rule, so both say "overdue" from the same instant)."""
+        return self.due_date is not None and self.due_date < date_at(now,
+                                                                     self.where.time_zone)

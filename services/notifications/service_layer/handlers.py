@@ -60,6 +60,8 @@ ALERT_IDS = uuid.UUID("5b0c3f0e-8a57-4a55-9d0b-6a1f0d7e2c11")
 DONE_STATUSES = frozenset({"DONE", "APPROVED_WITH_CONDITIONS", "NOT_APPLICABLE"})
 SUSPENDED = "SUSPENDED"
 REJECTED = "REJECTED"
+# The registry's events that carry a site's state, its time zone among it.
+SITE_EVENTS = frozenset({"SiteRegistered", "SiteUpdated", "SiteStatusChanged"})
 
 
 def _no_alert_payload(_alert: Alert) -> bytes:
@@ -82,8 +84,10 @@ class NotificationsService:
                  encode_alert: Callable[[Alert], bytes] = _no_alert_payload,
                  blocked_after: dt.timedelta = dt.timedelta(days=14),
                  study_wait_s: float = 5.0,
-                 webhook_networks: WebhookNetworks | None = None) -> None:
+                 webhook_networks: WebhookNetworks | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._uow = unit_of_work
+        self.clock = clock  # public so a test can pin "now" for the alert timer
         self.signal = signal or LogSignal()
         self._live = LiveLog(unit_of_work, self.signal, capacity=LIVE_WINDOW,
                              batch=STREAM_BATCH, poll_s=STREAM_POLL_S)
@@ -177,7 +181,8 @@ class NotificationsService:
             name=facts.study_site, study=facts.study, site=facts.site,
             sponsor_org=facts.sponsor_org, country_code=facts.country_code,
             region_code=facts.region_code, protocol_number=facts.protocol_number,
-            site_name_en=facts.site_name_en, site_name_ko=facts.site_name_ko)
+            site_name_en=facts.site_name_en, site_name_ko=facts.site_name_ko,
+            time_zone=facts.time_zone)
         now = dt.datetime.now(dt.UTC)
         alerts: list[Alert] = []
         if kind == "StudySiteAdded" or (
@@ -202,6 +207,8 @@ class NotificationsService:
                 await uow.alerts.set_blocked(where.name, event_time)
             elif facts.before_status == REJECTED:
                 await uow.alerts.set_blocked(where.name, None)
+        if kind in SITE_EVENTS and facts.site and facts.time_zone:
+            await uow.alerts.set_time_zone(facts.site, facts.time_zone)
         if kind == "SiteUpdated" and facts.status == SUSPENDED \
                 and facts.before_status != SUSPENDED:
             for study_site in await uow.alerts.study_sites_of(facts.site):
@@ -211,16 +218,15 @@ class NotificationsService:
                     detail=facts.details.get("reason", "") or "site suspended"))
         return alerts
 
-    async def check_alerts(self, today: dt.date | None = None,
-                           now: dt.datetime | None = None) -> int:
-        """Raise the alerts of time passing: milestones overdue, study-sites blocked too
-        long. Each is raised once (the row is marked in the same transaction)."""
-        now = now or dt.datetime.now(dt.UTC)
-        today = today or now.date()
+    async def check_alerts(self, now: dt.datetime | None = None) -> int:
+        """Raise the alerts of time passing: milestones overdue (the date at the site, in
+        its time zone, is past the due date), study-sites blocked too long. Each is raised
+        once (the row is marked in the same transaction)."""
+        now = now or self.clock()
         raised = 0
         async with self._uow() as uow:
             webhooks = await uow.subscriptions.webhooks()
-            for m in await uow.alerts.claim_overdue(today, 500):
+            for m in await uow.alerts.claim_overdue(now, 500):
                 due = m.due_date.isoformat() if m.due_date else ""
                 await self._append(uow, webhooks, self._alert_notification(Alert(
                     AlertKind.MILESTONE_OVERDUE, f"{m.where.name}|{m.milestone}|{due}",

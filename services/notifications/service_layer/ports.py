@@ -61,15 +61,21 @@ class DeliveryRepository(Protocol):
 class AlertState(Protocol):
     """Study-sites and milestones as the tracker's events tell them, for alerts."""
 
-    async def keep_study_site(self, info: StudySiteInfo) -> None: ...
+    async def keep_study_site(self, info: StudySiteInfo) -> None:
+        """Store it; an empty `time_zone` keeps the zone already stored."""
+        ...
+    async def set_time_zone(self, site: str, time_zone: str) -> None:
+        """The registry says `site` (`sites/{id}`) is in this zone: all its study-sites."""
+        ...
     async def study_sites_of(self, site: str) -> list[StudySiteInfo]: ...
     async def keep_milestone(self, milestone: TrackedMilestone, status: str) -> bool:
         """Store it; True if it had been alerted overdue (the flag is cleared when done)."""
         ...
     async def set_blocked(self, study_site: str, since: dt.datetime | None) -> None: ...
 
-    async def claim_overdue(self, today: dt.date, limit: int) -> list[TrackedMilestone]:
-        """Open milestones due before `today` not alerted yet, now marked alerted."""
+    async def claim_overdue(self, now: dt.datetime, limit: int) -> list[TrackedMilestone]:
+        """Open milestones overdue at `now` at their site (`TrackedMilestone.overdue`), not
+        alerted yet, now marked alerted."""
         ...
 
     async def claim_blocked(self, since_before: dt.datetime,

@@ -61,7 +61,7 @@ def study_site_ref(study: Study, study_site: StudySite) -> events_pb2.StudySiteR
         sponsor_org=study.details.sponsor_org, country_code=site.country_code,
         region_code=site.region_code, site_display_name_en=site.display_name_en,
         site_display_name_ko=site.display_name_ko,
-        protocol_number=study.details.protocol_number)
+        protocol_number=study.details.protocol_number, time_zone=site.time_zone)
 
 
 def milestone_state(definition: MilestoneDefinition, record: MilestoneRecord,

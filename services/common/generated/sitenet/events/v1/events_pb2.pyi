@@ -277,6 +277,7 @@ class StudySiteRef(_message.Message):
     SITE_DISPLAY_NAME_EN_FIELD_NUMBER: _builtins.int
     SITE_DISPLAY_NAME_KO_FIELD_NUMBER: _builtins.int
     PROTOCOL_NUMBER_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`studies/{study}/sites/{site}`."""
     study: _builtins.str
@@ -295,6 +296,10 @@ class StudySiteRef(_message.Message):
     """Korean site name."""
     protocol_number: _builtins.str
     """Protocol number of the study."""
+    time_zone: _builtins.str
+    """IANA time zone of the site, e.g. `Asia/Seoul`: the site's dates (due, overdue) are
+    dates in this zone. Empty in events written before it was added; read it as UTC.
+    """
     def __init__(
         self,
         *,
@@ -307,10 +312,11 @@ class StudySiteRef(_message.Message):
         site_display_name_en: _builtins.str = ...,
         site_display_name_ko: _builtins.str = ...,
         protocol_number: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "name", b"name", "protocol_number", b"protocol_number", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "sponsor_org", b"sponsor_org", "study", b"study"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country_code", b"country_code", "name", b"name", "protocol_number", b"protocol_number", "region_code", b"region_code", "site", b"site", "site_display_name_en", b"site_display_name_en", "site_display_name_ko", b"site_display_name_ko", "sponsor_org", b"sponsor_org", "study", b"study", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
