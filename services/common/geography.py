@@ -1,8 +1,11 @@
-"""Countries (ISO 3166-1 alpha-2) and regions (ISO 3166-2) sitenet knows."""
+"""Countries (ISO 3166-1 alpha-2) and regions (ISO 3166-2) sitenet knows, and the date
+at a site."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _ALPHA_2 = """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
@@ -57,3 +60,15 @@ def region_problem(country_code: str, region_code: str) -> str | None:
     if country_code == "KR" and region_code not in KR_REGIONS:
         return f"{region_code!r} is not one of the 17 Korean first-level divisions"
     return None
+
+
+def date_at(now: dt.datetime, time_zone: str) -> dt.date:
+    """The date at a site at the instant `now`, in its IANA zone: dates in sitenet are the
+    site's calendar dates (a milestone is overdue from midnight there). UTC when the zone
+    is empty (events from before sites carried one) or unknown to this host's time zone
+    database (never an error: one bad row must not stop the alerts of all the others)."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(time_zone) if time_zone else dt.UTC
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # e.g. "Asia/", "America"
+        zone = dt.UTC
+    return now.astimezone(zone).date()

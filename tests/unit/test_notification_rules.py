@@ -11,6 +11,7 @@ import zoneinfo
 
 import pytest
 
+from services.common.geography import date_at
 from services.notifications.domain.messages import render_alert
 from services.notifications.domain.model import (
     Alert,
@@ -19,7 +20,6 @@ from services.notifications.domain.model import (
     NotificationFilter,
     StudySiteInfo,
     TrackedMilestone,
-    date_at,
     overdue_only_before,
 )
 from services.notifications.domain.webhooks import (

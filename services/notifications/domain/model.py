@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from services.common.geography import date_at
 from services.common.identity import Principal, Role
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -168,18 +168,6 @@ class StudySiteInfo:
     site_name_en: str = ""
     site_name_ko: str = ""
     time_zone: str = ""  # IANA zone of the site; empty: not known (UTC)
-
-
-def date_at(now: dt.datetime, time_zone: str) -> dt.date:
-    """The date at a site at the instant `now`: in its IANA zone, as the tracker counts
-    it. UTC when the zone is empty (events from before sites carried one) or unknown to
-    this host's time zone database (never an error: one bad row must not stop the alerts
-    of all the others)."""
-    try:
-        zone: dt.tzinfo = ZoneInfo(time_zone) if time_zone else dt.UTC
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # e.g. "Asia/", "America"
-        zone = dt.UTC
-    return now.astimezone(zone).date()
 
 
 def overdue_only_before(now: dt.datetime) -> dt.date:

@@ -6,7 +6,6 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
@@ -21,6 +20,7 @@ from services.common.errors import (
     PermissionDenied,
     PreconditionViolation,
 )
+from services.common.geography import date_at
 from services.common.identity import Principal, Role
 from services.common.resource_names import check_id, new_id
 from services.common.validation import build, check_reason, violations_from
@@ -164,7 +164,7 @@ class StartupTrackerService:
 
     def today_at(self, site: SiteReplica) -> dt.date:
         """Today in the site's time zone (dates are the site's calendar dates)."""
-        return self.clock().astimezone(ZoneInfo(site.time_zone or "UTC")).date()
+        return date_at(self.clock(), site.time_zone)
 
     # --- access -----------------------------------------------------------------------
 
@@ -507,7 +507,7 @@ class StartupTrackerService:
             # Seoul for KR, else UTC.
             zone = next((s.site.time_zone for s in in_country if s.site.time_zone),
                         "Asia/Seoul" if country == "KR" else "UTC")
-            today = now.astimezone(ZoneInfo(zone)).date()
+            today = date_at(now, zone)
             after = record_country_approval(study, country, before, change, today, now,
                                             activated)
             await uow.approvals.put(study_id, after)
