@@ -121,8 +121,8 @@ class NotificationsService:
                 facts = event.facts
                 if not await uow.inbox.claim(event.event_id, facts.event_type):
                     continue
-                if facts.study and facts.sponsor_org and facts.study not in (
-                        self._known_studies | studies):
+                if facts.study and facts.sponsor_org and facts.study not in studies \
+                        and facts.study not in self._known_studies:
                     await uow.studies.remember(facts.study, facts.sponsor_org)
                     studies.add(facts.study)
                 text_en, text_ko = render(facts)
