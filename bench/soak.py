@@ -46,6 +46,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,35 @@ def other_work(cpu: dict[str, float]) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
+
+
+async def open_loop(start: float, rate: float, end: float, in_flight: asyncio.Semaphore,
+                    call: Callable[[int, float], Awaitable[None]]) -> None:
+    """Call `call(i, due)` at `due` = start + i / rate until `end` (time.monotonic()):
+    an open loop, so a slow answer delays no later call, except that at most the
+    semaphore's count are outstanding at once. Returns when every call has ended."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, due: float) -> None:
+        try:
+            await call(i, due)
+        finally:
+            in_flight.release()
+
+    i = 0
+    while rate > 0:
+        due = start + i / rate
+        if due >= end:
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await in_flight.acquire()
+        task = asyncio.create_task(one(i, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+    await asyncio.gather(*tasks)
 
 
 class Soak:
@@ -339,16 +369,7 @@ class Soak:
 
         mine = [ss for site in self.writer_sites[w] for ss in self.study_sites.get(site, [])]
         locks = {ss: asyncio.Lock() for ss in mine}  # one staff member, one form at a time
-        rate = self.args.rate / self.args.writers
-        in_flight = asyncio.Semaphore(32)
         rng = random.Random(self.args.seed * 1000 + w)
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(ss: str, due: float) -> None:
-            try:
-                await write_one(ss, due)
-            finally:
-                in_flight.release()
 
         async def write_one(ss: str, due: float) -> None:
             async with locks[ss]:
@@ -367,21 +388,9 @@ class Soak:
                 except grpc.aio.AioRpcError as exc:
                     write.code = exc.code().name
 
-        start = self.t0 + w / self.args.rate  # the writers' turns interleave
-        i = 0
-        while True:
-            due = start + i / rate
-            if due - self.t0 >= self.args.duration:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await in_flight.acquire()
-            task = asyncio.create_task(one(mine[i % len(mine)], due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            i += 1
-        await asyncio.gather(*tasks)
+        await open_loop(self.t0 + w / self.args.rate,  # the writers' turns interleave
+                        self.args.rate / self.args.writers, self.t0 + self.args.duration,
+                        asyncio.Semaphore(32), lambda i, due: write_one(mine[i % len(mine)], due))
 
     # --- sponsors: reads ------------------------------------------------------------
 
@@ -392,15 +401,7 @@ class Soak:
         tracker, notifications = self.client.tracker, self.client.notifications
         all_ss = [ss for sss in self.study_sites.values() for ss in sss]
         pages = dict.fromkeys(ORGS, "")
-        in_flight = asyncio.Semaphore(16)
         rng = random.Random(self.args.seed + 7)
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(kind: int) -> None:
-            try:
-                await read_one(kind)
-            finally:
-                in_flight.release()
 
         async def read_one(kind: int) -> None:
             started = time.monotonic()
@@ -429,20 +430,8 @@ class Soak:
             self.reads.append(Read(started - self.t0, (time.monotonic() - started) * 1000,
                                    code))
 
-        i = 0
-        while self.args.read_rate > 0:
-            due = self.t0 + i / self.args.read_rate
-            if due - self.t0 >= self.args.duration:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await in_flight.acquire()
-            task = asyncio.create_task(one(i % 3))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            i += 1
-        await asyncio.gather(*tasks)
+        await open_loop(self.t0, self.args.read_rate, self.t0 + self.args.duration,
+                        asyncio.Semaphore(16), lambda i, _due: read_one(i % 3))
 
     # --- sampling -------------------------------------------------------------------
 
